@@ -1,0 +1,104 @@
+//! The one error type of kvrec. Every message says what was wrong and how to fix it;
+//! the SQL layer prefixes the function name, so texts here never name a function.
+
+use thiserror::Error;
+
+/// Result alias used across the crate.
+pub type Result<T, E = KvrecError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in kvrec, worded for the person calling it from SQL.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum KvrecError {
+    #[error("takes {signature} ('?' marks an optional argument), got {got} arguments")]
+    BadArity { signature: String, got: usize },
+
+    #[error("argument '{arg}' is NULL or missing; pass {expected}")]
+    NullArgument {
+        arg: &'static str,
+        expected: &'static str,
+    },
+
+    #[error("argument '{arg}' is not valid UTF-8 text; pass {expected} as TEXT, not a BLOB")]
+    NotUtf8 {
+        arg: &'static str,
+        expected: &'static str,
+    },
+
+    #[error("argument '{arg}' is not valid JSON ({detail}); build it with json_object()/json_group_array()")]
+    InvalidJson { arg: &'static str, detail: String },
+
+    #[error("argument '{arg}' must be {expected}, got {got}")]
+    WrongType {
+        arg: &'static str,
+        expected: &'static str,
+        got: String,
+    },
+
+    #[error("{arg}[{index}] has no '{field}'; every item needs one, e.g. {example}")]
+    MissingField {
+        arg: &'static str,
+        index: usize,
+        field: &'static str,
+        example: &'static str,
+    },
+
+    #[error("{arg}[{index}].id must be an integer (or a string of digits), got {got}")]
+    BadId {
+        arg: &'static str,
+        index: usize,
+        got: String,
+    },
+
+    #[error("{location} must be a string, number or boolean (or, for list keys, an array of them), got {got}")]
+    NotScalar { location: String, got: String },
+
+    #[error("the candidate list is empty; pass at least one candidate object like {{\"id\": 1, \"title\": \"Toy Story (1995)\"}}")]
+    EmptyCandidates,
+
+    #[error("candidate id {id} appears more than once; each candidate must have a distinct id")]
+    DuplicateCandidate { id: i64 },
+
+    #[error("positive id {id} is not among the candidates; add it to the candidate list or pass the id of one of them")]
+    PositiveNotCandidate { id: i64 },
+
+    #[error("strategy '{strategy}' reorders the answer, so it needs the positive: pass options '{{\"positive\": <id>}}'")]
+    NeedsPositive { strategy: String },
+
+    #[error("unknown strategy '{given}'; use one of: none, SC, SO, SK, M1, M2, M3, mask:<k>, or several joined with '+' (e.g. 'SC+SO')")]
+    UnknownStrategy { given: String },
+
+    #[error("unknown option '{key}'; allowed options are: {allowed}")]
+    UnknownOption { key: String, allowed: String },
+
+    #[error("option '{key}' {problem}")]
+    BadOption { key: &'static str, problem: String },
+
+    #[error("template spec is invalid: {detail}; start from kvrec_template() and change only what you need")]
+    BadTemplate { detail: String },
+
+    #[error("internal error (this is a kvrec bug, please report it): {detail}")]
+    Internal { detail: String },
+}
+
+impl KvrecError {
+    /// Builds a [`KvrecError::WrongType`] naming the JSON type actually received.
+    pub fn wrong_type(arg: &'static str, expected: &'static str, got: &serde_json::Value) -> Self {
+        KvrecError::WrongType {
+            arg,
+            expected,
+            got: json_type_name(got).to_string(),
+        }
+    }
+}
+
+/// The JSON type name a user would recognise, for error messages.
+pub fn json_type_name(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,139 @@
+//! The FFI boundary for SQL scalar functions: argument access with typed errors, results, and
+//! the guard that turns every error and every panic into an SQL error naming the function.
+//!
+//! sqlite-loadable calls our closures from `extern "C"` callbacks without catching panics, and
+//! a panic unwinding into SQLite would abort the host process; so nothing runs outside
+//! [`guarded`].
+
+use std::os::raw::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use sqlite_loadable::prelude::*;
+use sqlite_loadable::{api, define_scalar_function};
+
+use crate::error::{KvrecError, Result};
+
+/// What a scalar function returns to SQL.
+pub enum Output {
+    Text(String),
+}
+
+/// The arguments of one call, with the declared parameter names for messages.
+pub struct Args<'a> {
+    values: &'a [*mut sqlite3_value],
+    params: &'static [&'static str],
+}
+
+impl Args<'_> {
+    fn param(&self, i: usize) -> &'static str {
+        self.params
+            .get(i)
+            .map(|p| p.trim_end_matches('?'))
+            .unwrap_or("argument")
+    }
+
+    fn is_null(&self, i: usize) -> bool {
+        self.values
+            .get(i)
+            .is_none_or(|v| api::value_type(v) == api::ValueType::Null)
+    }
+
+    /// Required text argument `i`; `expected` describes it for the error message.
+    pub fn text(&self, i: usize, expected: &'static str) -> Result<&str> {
+        let arg = self.param(i);
+        if self.is_null(i) {
+            return Err(KvrecError::NullArgument { arg, expected });
+        }
+        api::value_text(&self.values[i]).map_err(|_| KvrecError::NotUtf8 { arg, expected })
+    }
+
+    /// Optional text argument: `None` when absent or NULL.
+    pub fn opt_text(&self, i: usize, expected: &'static str) -> Result<Option<&str>> {
+        if self.is_null(i) {
+            Ok(None)
+        } else {
+            self.text(i, expected).map(Some)
+        }
+    }
+
+    /// Required integer argument; text or real values are refused rather than coerced.
+    pub fn int(&self, i: usize, expected: &'static str) -> Result<i64> {
+        let arg = self.param(i);
+        if self.is_null(i) {
+            return Err(KvrecError::NullArgument { arg, expected });
+        }
+        let value = &self.values[i];
+        match api::value_type(value) {
+            api::ValueType::Integer => Ok(api::value_int64(value)),
+            other => Err(KvrecError::WrongType {
+                arg,
+                expected,
+                got: sql_type_name(&other).into(),
+            }),
+        }
+    }
+}
+
+fn sql_type_name(t: &api::ValueType) -> &'static str {
+    match t {
+        api::ValueType::Text => "TEXT",
+        api::ValueType::Integer => "INTEGER",
+        api::ValueType::Float => "REAL",
+        api::ValueType::Blob => "BLOB",
+        api::ValueType::Null => "NULL",
+    }
+}
+
+/// Runs `body`, turning a panic into [`KvrecError::Internal`] instead of unwinding into C.
+pub fn guarded<T>(body: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(result) => result,
+        Err(panic) => Err(KvrecError::Internal {
+            detail: panic_message(panic.as_ref()),
+        }),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".into()
+    }
+}
+
+/// The text SQLite shows for an error of function `name`. NUL bytes (possible when an
+/// error quotes user input) would truncate the C string, so they are replaced.
+pub fn error_text(name: &str, error: &KvrecError) -> String {
+    format!("{name}: {error}").replace('\0', "\\0")
+}
+
+/// Registers scalar function `name`. `params` names the parameters; a trailing `?` marks an
+/// optional one. The argument count is checked here so the message can show the signature.
+pub fn scalar(
+    db: *mut sqlite3,
+    name: &'static str,
+    params: &'static [&'static str],
+    flags: FunctionFlags,
+    body: fn(&Args) -> Result<Output>,
+) -> sqlite_loadable::Result<()> {
+    let required = params.iter().filter(|p| !p.ends_with('?')).count();
+    let call = move |ctx: *mut sqlite3_context, values: &[*mut sqlite3_value]| {
+        let result = guarded(|| {
+            if values.len() < required || values.len() > params.len() {
+                return Err(KvrecError::BadArity {
+                    signature: format!("{name}({})", params.join(", ")),
+                    got: values.len(),
+                });
+            }
+            body(&Args { values, params })
+        });
+        match result {
+            Ok(Output::Text(text)) => api::result_text(ctx, text),
+            Err(error) => api::result_error(ctx, &error_text(name, &error)),
+        }
+    };
+    define_scalar_function(db, name, -1 as c_int, call, flags)
+}

@@ -1,0 +1,259 @@
+//! The InstructMK prompt template: a versioned, serialisable spec and the pure function that
+//! renders a [`Request`] through it.
+//!
+//! The spec travels with a model (GGUF metadata key [`TEMPLATE_METADATA_KEY`]) so that serving
+//! renders exactly the prompts the model was trained on.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{KvrecError, Result};
+use crate::request::{history_keys, Request};
+
+/// Identifies the template family; a spec with another format is refused.
+pub const TEMPLATE_FORMAT: &str = "kvrec-instructmk";
+/// The newest spec version this build renders.
+pub const TEMPLATE_VERSION: u32 = 1;
+/// GGUF metadata key under which the finetune crate stores the spec as JSON.
+pub const TEMPLATE_METADATA_KEY: &str = "kvrec.template";
+/// The paper's history length (|S_U| = 20).
+pub const DEFAULT_MAX_HISTORY: usize = 20;
+
+/// How a request becomes prompt text, and how the answer is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemplateSpec {
+    pub format: String,
+    pub version: u32,
+    pub instruction_header: String,
+    pub instruction: String,
+    pub input_header: String,
+    pub response_header: String,
+    /// Display labels of user keys; other keys are shown humanised ("zip_code" → "Zip code").
+    pub user_labels: BTreeMap<String, String>,
+    /// Display labels of history keys, each rendered as one list over the history.
+    pub history_labels: BTreeMap<String, String>,
+    /// Label for history keys without their own, `{key}` replaced by the humanised key.
+    pub history_other_label: String,
+    pub candidates_label: String,
+    pub list_separator: String,
+    pub answer_separator: String,
+    /// Only the most recent `max_history` history items are rendered.
+    pub max_history: usize,
+}
+
+impl Default for TemplateSpec {
+    fn default() -> Self {
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        TemplateSpec {
+            format: TEMPLATE_FORMAT.into(),
+            version: TEMPLATE_VERSION,
+            instruction_header: "### Instruction:".into(),
+            instruction: "Given the user's profile and the movies the user watched (with ratings and \
+                          categories), rank the candidate movies by how likely the user is to watch \
+                          each one next. Answer with the IDs of all candidates, most likely first, \
+                          separated by commas."
+                .into(),
+            input_header: "### Input:".into(),
+            response_header: "### Response:".into(),
+            user_labels: labels(&[
+                ("gender", "Gender"),
+                ("age", "Age"),
+                ("occupation", "Occupation"),
+            ]),
+            history_labels: labels(&[
+                ("title", "History watched movie titles"),
+                ("rating", "Corresponding ratings of these movies"),
+                ("genres", "Corresponding categories of these movies"),
+            ]),
+            history_other_label: "Corresponding {key} of these movies".into(),
+            candidates_label: "Candidate set".into(),
+            list_separator: "; ".into(),
+            answer_separator: ", ".into(),
+            max_history: DEFAULT_MAX_HISTORY,
+        }
+    }
+}
+
+impl TemplateSpec {
+    /// Reads a spec from JSON; fields left out keep their default values.
+    pub fn from_json(value: &Value) -> Result<TemplateSpec> {
+        let spec: TemplateSpec =
+            serde_json::from_value(value.clone()).map_err(|e| KvrecError::BadTemplate {
+                detail: e.to_string(),
+            })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The JSON form stored in model metadata and returned by `kvrec_template()`.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |detail: String| Err(KvrecError::BadTemplate { detail });
+        if self.format != TEMPLATE_FORMAT {
+            return bad(format!(
+                "format is '{}', expected '{TEMPLATE_FORMAT}'",
+                self.format
+            ));
+        }
+        if self.version == 0 || self.version > TEMPLATE_VERSION {
+            return bad(format!(
+                "version {} is not supported by this build (supports 1..={TEMPLATE_VERSION}); upgrade kvrec",
+                self.version
+            ));
+        }
+        for (name, header) in [
+            ("instruction_header", &self.instruction_header),
+            ("input_header", &self.input_header),
+            ("response_header", &self.response_header),
+        ] {
+            if header.trim().is_empty() {
+                return bad(format!("{name} is empty"));
+            }
+        }
+        if self.answer_separator.is_empty()
+            || self
+                .answer_separator
+                .chars()
+                .any(|c| c.is_ascii_digit() || c == '-')
+        {
+            return bad("answer_separator must be non-empty and hold no digits or '-'".into());
+        }
+        Ok(())
+    }
+
+    fn user_label(&self, key: &str) -> String {
+        self.user_labels
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| humanize(key, true))
+    }
+
+    fn history_label(&self, key: &str) -> String {
+        self.history_labels.get(key).cloned().unwrap_or_else(|| {
+            self.history_other_label
+                .replace("{key}", &humanize(key, false))
+        })
+    }
+
+    /// Renders the prompt; the model's answer follows the returned text directly.
+    pub fn render_prompt(&self, request: &Request) -> String {
+        let mut out = String::with_capacity(1024);
+        out.push_str(&self.instruction_header);
+        out.push('\n');
+        out.push_str(&self.instruction);
+        out.push_str("\n\n");
+        out.push_str(&self.input_header);
+        out.push('\n');
+        for kv in &request.user {
+            out.push_str(&self.user_label(&kv.key));
+            out.push_str(": ");
+            out.push_str(&self.neutralize(&value_text(&kv.value)));
+            out.push('\n');
+        }
+        self.render_history(request, &mut out);
+        out.push_str(&self.candidates_label);
+        out.push_str(": [");
+        for (i, c) in request.candidates.iter().enumerate() {
+            if i > 0 {
+                out.push_str(&self.list_separator);
+            }
+            out.push_str(&c.id.to_string());
+            let mut extras = Vec::new();
+            for kv in &c.fields {
+                let text = self.neutralize(&value_text(&kv.value));
+                if kv.key == "title" {
+                    out.push_str(": ");
+                    out.push_str(&text);
+                } else {
+                    extras.push(format!("{}: {text}", humanize(&kv.key, false)));
+                }
+            }
+            if !extras.is_empty() {
+                out.push_str(" (");
+                out.push_str(&extras.join(", "));
+                out.push(')');
+            }
+        }
+        out.push_str("]\n\n");
+        out.push_str(&self.response_header);
+        out.push('\n');
+        out
+    }
+
+    fn render_history(&self, request: &Request, out: &mut String) {
+        let start = request.history.len().saturating_sub(self.max_history);
+        let recent = &request.history[start..];
+        let mut keys = history_keys(recent);
+        if keys.is_empty() {
+            keys.push("title".into());
+        }
+        for key in keys {
+            out.push_str(&self.history_label(&key));
+            out.push_str(": [");
+            for (i, item) in recent.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(&self.list_separator);
+                }
+                match item.get(&key) {
+                    Some(v) => out.push_str(&self.neutralize(&value_text(v))),
+                    None => out.push('-'),
+                }
+            }
+            out.push_str("]\n");
+        }
+    }
+
+    /// The answer text for a ranked list of ids: what the model is trained to produce.
+    pub fn render_answer(&self, ids: &[i64]) -> String {
+        ids.iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(&self.answer_separator)
+    }
+
+    /// Makes a value unable to forge template structure: no line breaks or control
+    /// characters, and no run of `#` long enough to start a section header.
+    fn neutralize(&self, text: &str) -> String {
+        let mut out: String = text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        while out.contains("###") {
+            out = out.replace("###", "##");
+        }
+        out
+    }
+}
+
+/// A value as text: arrays (e.g. genres) join with `|`, as MovieLens writes genres.
+pub fn value_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(value_text).collect::<Vec<_>>().join("|"),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn humanize(key: &str, capitalize: bool) -> String {
+    let spaced = key.replace('_', " ");
+    if !capitalize {
+        return spaced;
+    }
+    let mut chars = spaced.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => spaced,
+    }
+}
