@@ -9,8 +9,11 @@ pub type Result<T, E = KvrecError> = std::result::Result<T, E>;
 /// Everything that can go wrong in kvrec, worded for the person calling it from SQL.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum KvrecError {
-    #[error("takes {signature} ('?' marks an optional argument), got {got} arguments")]
+    #[error("takes {signature}, but was called with {got} argument(s)")]
     BadArity { signature: String, got: usize },
+
+    #[error("argument '{arg}' {problem}")]
+    OutOfRange { arg: &'static str, problem: String },
 
     #[error("argument '{arg}' is NULL or missing; pass {expected}")]
     NullArgument {

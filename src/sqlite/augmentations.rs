@@ -173,8 +173,8 @@ fn compute_rows(args: &CallArgs) -> Result<Vec<Row>> {
         .int(5, "an INTEGER number of copies")?
         .unwrap_or(DEFAULT_COPIES as i64);
     if !(0..=MAX_COPIES).contains(&copies) {
-        return Err(KvrecError::BadOption {
-            key: "copies",
+        return Err(KvrecError::OutOfRange {
+            arg: "copies",
             problem: format!("must be between 0 and {MAX_COPIES}, got {copies}"),
         });
     }

@@ -110,6 +110,16 @@ pub fn error_text(name: &str, error: &KvrecError) -> String {
     format!("{name}: {error}").replace('\0', "\\0")
 }
 
+/// `name(a, b, c?)`, with a note on `?` when there are optional parameters.
+pub fn signature(name: &str, params: &[&str]) -> String {
+    let note = if params.iter().any(|p| p.ends_with('?')) {
+        " ('?' marks an optional argument)"
+    } else {
+        ""
+    };
+    format!("{name}({}){note}", params.join(", "))
+}
+
 /// Registers scalar function `name`. `params` names the parameters; a trailing `?` marks an
 /// optional one. The argument count is checked here so the message can show the signature.
 pub fn scalar(
@@ -124,7 +134,7 @@ pub fn scalar(
         let result = guarded(|| {
             if values.len() < required || values.len() > params.len() {
                 return Err(KvrecError::BadArity {
-                    signature: format!("{name}({})", params.join(", ")),
+                    signature: signature(name, params),
                     got: values.len(),
                 });
             }
@@ -136,4 +146,34 @@ pub fn scalar(
         }
     };
     define_scalar_function(db, name, -1 as c_int, call, flags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guarded_turns_panics_into_internal_errors() {
+        let err = guarded::<()>(|| panic!("boom {}", 7)).unwrap_err();
+        assert_eq!(
+            err,
+            KvrecError::Internal {
+                detail: "boom 7".into()
+            }
+        );
+        assert_eq!(
+            error_text("kvrec_x", &err),
+            "kvrec_x: internal error (this is a kvrec bug, please report it): boom 7"
+        );
+        assert_eq!(guarded(|| Ok(3)).unwrap(), 3);
+    }
+
+    #[test]
+    fn error_text_never_holds_nul() {
+        let err = KvrecError::UnknownOption {
+            key: "a\0b".into(),
+            allowed: String::new(),
+        };
+        assert!(!error_text("f", &err).contains('\0'));
+    }
 }
