@@ -6,8 +6,8 @@ use rusqlite::{params, Connection};
 use serde_json::Value;
 
 use common::{CANDIDATES, HISTORY, USER};
-use kvrec::augment::{augment, Strategy};
-use kvrec::{Request, TemplateSpec};
+use kvrec_core::augment::{augment, Strategy};
+use kvrec_core::{Request, TemplateSpec};
 
 fn open() -> Connection {
     let db = Connection::open_in_memory().unwrap();

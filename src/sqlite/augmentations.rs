@@ -13,10 +13,10 @@ use sqlite_loadable::{api, Error};
 
 use super::call::{error_text, guarded};
 use super::prompt_fns::{augmented_json, CANDIDATES, HISTORY, OPTIONS, SEED, STRATEGY, USER};
-use crate::augment::{augment_dataset, Strategy, DEFAULT_COPIES};
-use crate::error::{KvrecError, Result};
-use crate::options::Options;
-use crate::request::Request;
+use kvrec_core::augment::{augment_dataset, Strategy, DEFAULT_COPIES};
+use kvrec_core::error::{KvrecError, Result};
+use kvrec_core::options::Options;
+use kvrec_core::request::Request;
 
 const NAME: &str = "kvrec_augmentations";
 const SCHEMA: &str = "CREATE TABLE x(copy INTEGER, augmentation TEXT, request TEXT, prompt TEXT, \

@@ -11,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use sqlite_loadable::prelude::*;
 use sqlite_loadable::{api, define_scalar_function};
 
-use crate::error::{KvrecError, Result};
+use kvrec_core::error::{KvrecError, Result};
 
 /// What a scalar function returns to SQL.
 pub enum Output {

@@ -1,8 +1,8 @@
 //! `kvrec_version()`, `kvrec_debug()` and `kvrec_template()`.
 
 use super::call::{Args, Output};
-use crate::error::Result;
-use crate::template::{TemplateSpec, TEMPLATE_FORMAT, TEMPLATE_VERSION};
+use kvrec_core::error::Result;
+use kvrec_core::template::{TemplateSpec, TEMPLATE_FORMAT, TEMPLATE_VERSION};
 
 pub fn version(_: &Args) -> Result<Output> {
     Ok(Output::Text(format!("v{}", env!("CARGO_PKG_VERSION"))))

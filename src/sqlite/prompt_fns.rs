@@ -3,11 +3,11 @@
 use serde_json::{json, Value};
 
 use super::call::{Args, Output};
-use crate::answer::{parse_answer, target_ids};
-use crate::augment::{augment as augment_request, Augmented, Strategy};
-use crate::error::{KvrecError, Result};
-use crate::options::Options;
-use crate::request::Request;
+use kvrec_core::answer::{parse_answer, target_ids};
+use kvrec_core::augment::{augment as augment_request, Augmented, Strategy};
+use kvrec_core::error::{KvrecError, Result};
+use kvrec_core::options::Options;
+use kvrec_core::request::Request;
 
 pub const USER: &str = "a JSON object of user key-values, e.g. json_object('gender', 'F')";
 pub const HISTORY: &str = "a JSON array of watched items, e.g. json_group_array(json_object('title', title, 'rating', rating))";

@@ -4,9 +4,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use kvrec::augment::{augment, augment_dataset, Strategy};
-use kvrec::rng::Rng;
-use kvrec::{parse_answer, target_ids, Request, TemplateSpec};
+use kvrec_core::augment::{augment, augment_dataset, Strategy};
+use kvrec_core::rng::Rng;
+use kvrec_core::{parse_answer, target_ids, Request, TemplateSpec};
 use serde_json::json;
 
 /// A random MovieLens-like request: 0–30 history items, 1–30 candidates, random extra keys.

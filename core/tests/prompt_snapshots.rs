@@ -3,8 +3,8 @@
 
 mod common;
 
-use kvrec::augment::{augment, augment_dataset, Strategy};
-use kvrec::{target_ids, Request, TemplateSpec};
+use kvrec_core::augment::{augment, augment_dataset, Strategy};
+use kvrec_core::{target_ids, Request, TemplateSpec};
 
 fn render_copy(request: &Request, strategy: &str, seed: u64, copy: usize) -> String {
     let strategy = Strategy::parse(strategy).unwrap();
@@ -43,8 +43,10 @@ fn extra_keys_are_rendered_as_data() {
 
 #[test]
 fn history_is_truncated_to_the_most_recent() {
-    let mut spec = TemplateSpec::default();
-    spec.max_history = 2;
+    let spec = TemplateSpec {
+        max_history: 2,
+        ..TemplateSpec::default()
+    };
     let prompt = spec.render_prompt(&common::request());
     assert!(!prompt.contains("Toy Story"), "{prompt}");
     assert!(prompt.contains("[Empire Strikes Back, The (1980); Saving Private Ryan (1998)]"));

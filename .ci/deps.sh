@@ -1,0 +1,23 @@
+# Installs what a fresh Debian/Ubuntu machine lacks for kvrec's build and tests.
+# Sourced by .ci/run and examples/demo.sh.
+#   cmake, clang, libclang-dev: llama.cpp (llama-cpp-2) and bindgen (sqlite-loadable)
+#   sqlite3: the CLI host the extension is tested in
+kvrec_install_deps() {
+  local need=()
+  command -v cmake >/dev/null 2>&1 || need+=(cmake)
+  command -v clang >/dev/null 2>&1 || need+=(clang)
+  compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/*/libclang*.so*" >/dev/null || need+=(libclang-dev)
+  command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+    return 1
+  fi
+  if [ ${#need[@]} -gt 0 ]; then
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    echo "installing ${need[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+}
+kvrec_install_deps
