@@ -67,6 +67,11 @@ impl Strategy {
         &self.name
     }
 
+    /// True for `none`: copies would equal the original.
+    pub fn is_identity(&self) -> bool {
+        self.steps.is_empty()
+    }
+
     /// True when the strategy changes the answer and so needs the positive.
     pub fn needs_positive(&self) -> bool {
         self.steps.contains(&Step::ShuffleOutput)

@@ -1,6 +1,12 @@
 //! kvrec-finetune: MovieLens (or any key-value tables) → SQLite → InstructMK instruction data,
-//! and the training and evaluation built on it. The prompt, answer and augmentation code is
-//! the `kvrec` crate's, so training data and SQL serving cannot drift apart.
+//! and the evaluation (and, next, the training) built on it. The prompt, answer and
+//! augmentation code is kvrec-core's, so training data and SQL serving cannot drift apart.
 
+pub mod baselines;
 pub mod db;
+pub mod eval;
+pub mod io;
+pub mod metrics;
 pub mod movielens;
+pub mod protocol;
+pub mod training_data;

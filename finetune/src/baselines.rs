@@ -1,0 +1,126 @@
+//! The rankers a user would otherwise pick, scored on exactly the same requests as the models.
+
+use std::collections::HashMap;
+
+use kvrec_core::rng::Rng;
+use kvrec_core::Request;
+
+use crate::protocol::{popularity, Instance, Sequence};
+
+/// Anything that scores a request's candidates (higher = more likely next).
+pub trait Scorer: Sync {
+    fn name(&self) -> String;
+    /// One score per candidate, in the request's order.
+    fn scores(&self, instance: &Instance, request: &Request) -> Vec<f64>;
+}
+
+/// Uniformly random scores, seeded per user: the floor (HR@1 ≈ 0.1 with 10 candidates).
+pub struct RandomScorer {
+    pub seed: u64,
+}
+
+impl Scorer for RandomScorer {
+    fn name(&self) -> String {
+        "random".into()
+    }
+
+    fn scores(&self, instance: &Instance, request: &Request) -> Vec<f64> {
+        let mut rng = Rng::fork(self.seed, instance.user_id as u64);
+        request
+            .candidates
+            .iter()
+            .map(|_| rng.next_u64() as f64)
+            .collect()
+    }
+}
+
+/// How often each item was watched in the training sequences.
+pub struct PopularityScorer {
+    counts: HashMap<i64, usize>,
+}
+
+impl PopularityScorer {
+    pub fn new(sequences: &[Sequence]) -> Self {
+        PopularityScorer {
+            counts: popularity(sequences),
+        }
+    }
+}
+
+impl Scorer for PopularityScorer {
+    fn name(&self) -> String {
+        "popularity".into()
+    }
+
+    fn scores(&self, _: &Instance, request: &Request) -> Vec<f64> {
+        request
+            .candidates
+            .iter()
+            .map(|c| self.counts.get(&c.id).copied().unwrap_or(0) as f64)
+            .collect()
+    }
+}
+
+/// Item-to-item co-occurrence: how often a candidate was watched within `window` positions of
+/// each history item in the training sequences, summed over the history; popularity breaks ties.
+pub struct CoOccurrenceScorer {
+    window: usize,
+    pairs: HashMap<(i64, i64), u32>,
+    popularity: PopularityScorer,
+    /// Weight of the i-th most recent history item is `decay^i` (1.0: all equal).
+    pub decay: f64,
+    /// Divide by the candidate's popularity to this power (0.0: raw counts).
+    pub normalize: f64,
+}
+
+impl CoOccurrenceScorer {
+    pub fn new(sequences: &[Sequence], window: usize) -> Self {
+        let mut pairs: HashMap<(i64, i64), u32> = HashMap::new();
+        for s in sequences {
+            for (i, &a) in s.items.iter().enumerate() {
+                for &b in s.items.iter().skip(i + 1).take(window) {
+                    *pairs.entry((a, b)).or_default() += 1;
+                    *pairs.entry((b, a)).or_default() += 1;
+                }
+            }
+        }
+        CoOccurrenceScorer {
+            window,
+            pairs,
+            popularity: PopularityScorer::new(sequences),
+            decay: 1.0,
+            normalize: 0.0,
+        }
+    }
+}
+
+impl Scorer for CoOccurrenceScorer {
+    fn name(&self) -> String {
+        format!(
+            "co-occurrence (window {}, decay {}, norm {})",
+            self.window, self.decay, self.normalize
+        )
+    }
+
+    fn scores(&self, instance: &Instance, request: &Request) -> Vec<f64> {
+        let history: Vec<i64> = request.history.iter().filter_map(|h| h.id).collect();
+        let popularity = self.popularity.scores(instance, request);
+        request
+            .candidates
+            .iter()
+            .zip(popularity)
+            .map(|(c, pop)| {
+                let co: f64 = history
+                    .iter()
+                    .rev()
+                    .enumerate()
+                    .map(|(age, &h)| {
+                        f64::from(self.pairs.get(&(h, c.id)).copied().unwrap_or(0))
+                            * self.decay.powi(age as i32)
+                    })
+                    .sum();
+                co / (pop + 1.0).powf(self.normalize) + pop * 1e-6
+            })
+            .collect()
+    }
+}

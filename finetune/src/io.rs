@@ -1,0 +1,77 @@
+//! JSONL files and SQLite tables of requests.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::protocol::{Instance, Split};
+
+pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<()> {
+    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = BufWriter::new(file);
+    for item in items {
+        serde_json::to_writer(&mut out, item)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut items = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        items.push(
+            serde_json::from_str(&line).with_context(|| {
+                format!("{} line {}: not a request object", path.display(), i + 1)
+            })?,
+        );
+    }
+    Ok(items)
+}
+
+/// Requests from a SQLite table with columns `user_id, user, history, candidates, positive`
+/// (JSON text), e.g. one made from `temp.kvrec_requests` of sql/requests.sql.
+pub fn read_sqlite(path: &Path, table: &str) -> Result<Vec<Instance>> {
+    let db =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("opening {}", path.display()))?;
+    let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+    let mut stmt = db
+        .prepare(&format!(
+            "SELECT user_id, user, history, candidates, positive FROM {quoted}"
+        ))
+        .with_context(|| {
+            format!("{table} needs columns user_id, user, history, candidates, positive")
+        })?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (user_id, user, history, candidates, positive) = row?;
+        out.push(Instance {
+            user_id,
+            split: Split::Test,
+            user: serde_json::from_str(&user)?,
+            history: serde_json::from_str(&history)?,
+            candidates: serde_json::from_str(&candidates)?,
+            positive,
+        });
+    }
+    Ok(out)
+}

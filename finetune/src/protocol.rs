@@ -1,0 +1,280 @@
+//! The paper's protocol as data (InstructMK §4, following SASRec's preprocessing):
+//! 5-core filter, time order, leave-one-out (train target = second-to-last item, test target =
+//! last), up to 20 history items, a positive plus 9 negatives drawn uniformly from items the
+//! user never rated, shuffled; a seeded sample of test users.
+
+use std::collections::{HashMap, HashSet};
+
+use kvrec_core::rng::Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::movielens::{Dataset, Movie};
+
+/// Every knob of the protocol; the defaults are the paper's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProtocolConfig {
+    pub seed: u64,
+    /// Users and items with fewer interactions are dropped (one pass, as SASRec does).
+    pub min_interactions: usize,
+    pub max_history: usize,
+    pub candidates: usize,
+    pub test_users: usize,
+    /// Extra candidate keys rendered next to each title: `genres`, `year`, `popularity`.
+    pub candidate_keys: Vec<String>,
+}
+
+impl Default for ProtocolConfig {
+    fn default() -> Self {
+        ProtocolConfig {
+            seed: 42,
+            min_interactions: 5,
+            max_history: 20,
+            candidates: 10,
+            test_users: 1000,
+            candidate_keys: Vec::new(),
+        }
+    }
+}
+
+/// Which held-out item an instance predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+/// One self-contained request with its known positive: a line of the JSONL files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub user_id: i64,
+    pub split: Split,
+    pub user: Value,
+    pub history: Value,
+    pub candidates: Value,
+    pub positive: i64,
+}
+
+/// A user's interactions in time order, the unit the baselines learn from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sequence {
+    pub user_id: i64,
+    pub items: Vec<i64>,
+}
+
+/// Everything `data` writes.
+#[derive(Debug, Clone)]
+pub struct ProtocolData {
+    pub train: Vec<Instance>,
+    pub test: Vec<Instance>,
+    /// Each user's sequence without its test target: all a model may learn from.
+    pub train_sequences: Vec<Sequence>,
+}
+
+/// Applies the 5-core filter and returns each remaining user's items in time order
+/// (ties in time broken by movie id, as `sql/requests.sql` does).
+pub fn sequences(data: &Dataset, min_interactions: usize) -> Vec<(i64, Vec<(i64, i64)>)> {
+    let mut per_user: HashMap<i64, usize> = HashMap::new();
+    let mut per_item: HashMap<i64, usize> = HashMap::new();
+    for r in &data.ratings {
+        *per_user.entry(r.user_id).or_default() += 1;
+        *per_item.entry(r.movie_id).or_default() += 1;
+    }
+    let mut by_user: HashMap<i64, Vec<(i64, i64, i64)>> = HashMap::new();
+    for r in &data.ratings {
+        if per_user[&r.user_id] >= min_interactions && per_item[&r.movie_id] >= min_interactions {
+            by_user
+                .entry(r.user_id)
+                .or_default()
+                .push((r.ts, r.movie_id, r.rating));
+        }
+    }
+    let mut out: Vec<(i64, Vec<(i64, i64)>)> = by_user
+        .into_iter()
+        .map(|(user, mut items)| {
+            items.sort_unstable();
+            (
+                user,
+                items
+                    .into_iter()
+                    .map(|(_, m, rating)| (m, rating))
+                    .collect(),
+            )
+        })
+        .collect();
+    out.sort_unstable_by_key(|(user, _)| *user);
+    out
+}
+
+/// Builds the train and test instances and the training sequences.
+pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
+    let movies: HashMap<i64, &Movie> = data.movies.iter().map(|m| (m.id, m)).collect();
+    let users: HashMap<i64, &crate::movielens::User> =
+        data.users.iter().map(|u| (u.id, u)).collect();
+    let sequences = sequences(data, config.min_interactions);
+    let mut universe: Vec<i64> = sequences
+        .iter()
+        .flat_map(|(_, items)| items.iter().map(|(m, _)| *m))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    universe.sort_unstable();
+
+    let train_sequences: Vec<Sequence> = sequences
+        .iter()
+        .map(|(user_id, items)| Sequence {
+            user_id: *user_id,
+            items: items[..items.len() - 1].iter().map(|(m, _)| *m).collect(),
+        })
+        .collect();
+    let popularity = popularity(&train_sequences);
+
+    let eligible: Vec<&(i64, Vec<(i64, i64)>)> = sequences
+        .iter()
+        .filter(|(_, items)| items.len() >= 3)
+        .collect();
+    let mut test_order: Vec<i64> = eligible.iter().map(|(u, _)| *u).collect();
+    Rng::new(config.seed).shuffle(&mut test_order);
+    let test_users: HashSet<i64> = test_order.into_iter().take(config.test_users).collect();
+
+    let keys = CandidateKeys {
+        movies: &movies,
+        popularity: &popularity,
+        wanted: &config.candidate_keys,
+    };
+    let mut out = ProtocolData {
+        train: Vec::new(),
+        test: Vec::new(),
+        train_sequences,
+    };
+    for (user_id, items) in eligible {
+        let user = users
+            .get(user_id)
+            .map_or_else(|| json!({}), |u| user_json(u));
+        let rated: HashSet<i64> = items.iter().map(|(m, _)| *m).collect();
+        for (split, target_index) in [
+            (Split::Train, items.len() - 2),
+            (Split::Test, items.len() - 1),
+        ] {
+            if split == Split::Test && !test_users.contains(user_id) {
+                continue;
+            }
+            let salt = match split {
+                Split::Train => 0x7472_6169_6e00_0000,
+                Split::Test => 0x7465_7374_0000_0000,
+            };
+            let mut rng = Rng::fork(config.seed ^ salt, *user_id as u64);
+            let positive = items[target_index].0;
+            let start = target_index.saturating_sub(config.max_history);
+            let history: Vec<Value> = items[start..target_index]
+                .iter()
+                .map(|(m, rating)| history_json(*m, *rating, &movies))
+                .collect();
+            let mut candidate_ids = vec![positive];
+            candidate_ids.extend(sample_negatives(
+                &universe,
+                &rated,
+                config.candidates.saturating_sub(1),
+                &mut rng,
+            ));
+            rng.shuffle(&mut candidate_ids);
+            let instance = Instance {
+                user_id: *user_id,
+                split,
+                user: user.clone(),
+                history: Value::Array(history),
+                candidates: Value::Array(
+                    candidate_ids
+                        .iter()
+                        .map(|&id| keys.candidate_json(id))
+                        .collect(),
+                ),
+                positive,
+            };
+            match split {
+                Split::Train => out.train.push(instance),
+                Split::Test => out.test.push(instance),
+            }
+        }
+    }
+    out
+}
+
+/// Interaction counts per item over the training sequences.
+pub fn popularity(sequences: &[Sequence]) -> HashMap<i64, usize> {
+    let mut counts = HashMap::new();
+    for s in sequences {
+        for &item in &s.items {
+            *counts.entry(item).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// `k` distinct items from `universe` the user never rated, uniformly (rejection sampling;
+/// a user has rated a small share of the items, so this ends quickly).
+fn sample_negatives(universe: &[i64], rated: &HashSet<i64>, k: usize, rng: &mut Rng) -> Vec<i64> {
+    let available = universe.iter().filter(|m| !rated.contains(m)).count();
+    let k = k.min(available);
+    let mut chosen = Vec::with_capacity(k);
+    while chosen.len() < k {
+        let item = universe[rng.below(universe.len())];
+        if !rated.contains(&item) && !chosen.contains(&item) {
+            chosen.push(item);
+        }
+    }
+    chosen
+}
+
+fn user_json(u: &crate::movielens::User) -> Value {
+    json!({"gender": u.gender, "age": u.age, "occupation": u.occupation})
+}
+
+fn history_json(movie_id: i64, rating: i64, movies: &HashMap<i64, &Movie>) -> Value {
+    let movie = movies.get(&movie_id);
+    json!({
+        "id": movie_id,
+        "title": movie.map_or_else(|| format!("movie {movie_id}"), |m| m.title.clone()),
+        "rating": rating,
+        "genres": movie.map_or("", |m| m.genres.as_str()),
+    })
+}
+
+struct CandidateKeys<'a> {
+    movies: &'a HashMap<i64, &'a Movie>,
+    popularity: &'a HashMap<i64, usize>,
+    wanted: &'a [String],
+}
+
+impl CandidateKeys<'_> {
+    fn candidate_json(&self, id: i64) -> Value {
+        let movie = self.movies.get(&id);
+        let mut object = Map::new();
+        object.insert("id".into(), json!(id));
+        object.insert(
+            "title".into(),
+            json!(movie.map_or_else(|| format!("movie {id}"), |m| m.title.clone())),
+        );
+        for key in self.wanted {
+            let value = match key.as_str() {
+                "genres" => json!(movie.map_or("", |m| m.genres.as_str())),
+                "year" => json!(movie.and_then(|m| m.year)),
+                "popularity" => json!(self.popularity.get(&id).copied().unwrap_or(0)),
+                _ => continue,
+            };
+            object.insert(key.clone(), value);
+        }
+        Value::Object(object)
+    }
+}
+
+/// The candidate keys `data --candidate-keys` understands.
+pub const CANDIDATE_KEYS: [&str; 3] = ["genres", "year", "popularity"];
+
+impl Instance {
+    /// The request as kvrec-core parses it.
+    pub fn request(&self) -> kvrec_core::Result<kvrec_core::Request> {
+        kvrec_core::Request::from_values(&self.user, &self.history, &self.candidates)
+    }
+}
