@@ -79,6 +79,30 @@ pub enum KvrecError {
     #[error("template spec is invalid: {detail}; start from kvrec_template() and change only what you need")]
     BadTemplate { detail: String },
 
+    #[error("no model named '{name}' is loaded (loaded: {loaded}); load one with SELECT kvrec_load_model('{name}', '/path/to/model.gguf')")]
+    UnknownModel { name: String, loaded: String },
+
+    #[error("a model named '{name}' is already loaded; unload it first with SELECT kvrec_unload_model('{name}'), or choose another name")]
+    ModelExists { name: String },
+
+    #[error("model file '{path}' {problem}")]
+    ModelFile { path: String, problem: String },
+
+    #[error("llama.cpp could not load '{path}' ({detail}); check that the file is a complete GGUF of an architecture this llama.cpp supports")]
+    ModelLoad { path: String, detail: String },
+
+    #[error("llama.cpp failed: {detail}")]
+    Backend { detail: String },
+
+    #[error("the prompt needs {tokens} tokens even with no history, but n_ctx is {n_ctx}; load the model with a larger n_ctx, e.g. kvrec_load_model(name, path, '{{\"n_ctx\": 4096}}'), or pass fewer candidates")]
+    PromptTooLong { tokens: usize, n_ctx: u32 },
+
+    #[error("option '{key}' is fixed when a model is loaded; pass it to kvrec_load_model(name, path, options)")]
+    LoadOption { key: String },
+
+    #[error("the generated answer is not a valid ranking ({detail}): '{text}'; use mode 'score' (the default), which always ranks every candidate")]
+    InvalidAnswer { detail: String, text: String },
+
     #[error("internal error (this is a kvrec bug, please report it): {detail}")]
     Internal { detail: String },
 }

@@ -8,13 +8,35 @@ use serde_json::{Map, Value};
 use crate::error::{json_type_name, KvrecError, Result};
 use crate::template::TemplateSpec;
 
+/// How a model ranks: by scoring every candidate (default) or by generating the list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Score,
+    Generate,
+}
+
 /// Parsed options; a key that was not given is `None`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Options {
     pub max_history: Option<usize>,
     pub template: Option<TemplateSpec>,
     pub positive: Option<i64>,
+    /// Return only the best `k` candidates.
+    pub k: Option<usize>,
+    pub mode: Option<Mode>,
+    pub n_threads: Option<u32>,
+    pub seed: Option<u64>,
+    /// Load options: the context size, GPU layers and batch size of a model's contexts.
+    pub n_ctx: Option<u32>,
+    pub n_gpu_layers: Option<u32>,
+    pub n_batch: Option<u32>,
 }
+
+/// Keys `recommend()` and friends accept per call.
+pub const CALL_OPTIONS: &[&str] = &["k", "mode", "max_history", "n_threads", "seed"];
+/// Keys `kvrec_load_model()` accepts.
+pub const LOAD_OPTIONS: &[&str] = &["n_ctx", "n_gpu_layers", "n_batch", "n_threads"];
 
 impl Options {
     /// Parses `text` (JSON object, or `None` for no options) accepting only `allowed` keys.
@@ -39,6 +61,9 @@ impl Options {
     fn from_map(map: &Map<String, Value>, allowed: &[&str]) -> Result<Options> {
         let mut options = Options::default();
         for (key, value) in map {
+            if LOAD_OPTIONS.contains(&key.as_str()) && !allowed.contains(&key.as_str()) {
+                return Err(KvrecError::LoadOption { key: key.clone() });
+            }
             if !allowed.contains(&key.as_str()) {
                 return Err(KvrecError::UnknownOption {
                     key: key.chars().take(64).collect(),
@@ -63,6 +88,21 @@ impl Options {
                         })?)
                 }
                 "template" => options.template = Some(TemplateSpec::from_json(value)?),
+                "k" => options.k = Some(ranged(value, "k", 1, 1 << 20)? as usize),
+                "mode" => {
+                    options.mode = Some(match value.as_str() {
+                        Some("score") => Mode::Score,
+                        Some("generate") => Mode::Generate,
+                        _ => return Err(bad("mode", "'score' or 'generate'", value)),
+                    })
+                }
+                "n_threads" => options.n_threads = Some(ranged(value, "n_threads", 1, 512)? as u32),
+                "seed" => {
+                    options.seed = Some(value.as_u64().ok_or_else(|| bad("seed", "a non-negative integer", value))?)
+                }
+                "n_ctx" => options.n_ctx = Some(ranged(value, "n_ctx", 64, 1 << 20)? as u32),
+                "n_gpu_layers" => options.n_gpu_layers = Some(ranged(value, "n_gpu_layers", 0, 10_000)? as u32),
+                "n_batch" => options.n_batch = Some(ranged(value, "n_batch", 16, 1 << 16)? as u32),
                 _ => {
                     return Err(KvrecError::Internal {
                         detail: format!("option '{key}' is allowed but not handled"),
@@ -80,6 +120,14 @@ impl Options {
             spec.max_history = n;
         }
         spec
+    }
+}
+
+/// An integer option within `min..=max`.
+fn ranged(value: &Value, key: &'static str, min: u64, max: u64) -> Result<u64> {
+    match value.as_u64() {
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(bad(key, &format!("an integer from {min} to {max}"), value)),
     }
 }
 

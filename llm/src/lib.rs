@@ -1,0 +1,43 @@
+//! kvrec's llama.cpp backend: a process-wide [`registry`] of GGUF models, ranking by
+//! candidate scoring or generation ([`rank`]), and the GGUF writer the finetune crate and the
+//! tests use ([`gguf`], [`tiny`]).
+
+pub mod gguf;
+pub mod logs;
+pub mod model;
+pub mod rank;
+pub mod registry;
+pub mod tiny;
+
+use kvrec_core::{KvrecError, Result};
+use llama_cpp_2::llama_backend::LlamaBackend;
+use once_cell::sync::OnceCell;
+
+pub use model::{LoadOptions, Model, ModelInfo};
+pub use rank::{rank, Ranking};
+
+static BACKEND: OnceCell<std::result::Result<LlamaBackend, String>> = OnceCell::new();
+
+/// The llama.cpp backend, initialised once per process (llama.cpp allows no second init).
+pub fn backend() -> Result<&'static LlamaBackend> {
+    BACKEND
+        .get_or_init(|| {
+            logs::install();
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| KvrecError::Backend {
+            detail: format!("initialising llama.cpp: {e}"),
+        })
+}
+
+/// Backends and devices llama.cpp can use in this build, for `kvrec_debug()`.
+pub fn devices() -> Vec<String> {
+    if backend().is_err() {
+        return Vec::new();
+    }
+    llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| format!("{} ({}, {})", d.name, d.backend, d.description))
+        .collect()
+}

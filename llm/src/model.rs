@@ -1,0 +1,217 @@
+//! A loaded GGUF model: the llama.cpp model, its template, and a pool of contexts.
+
+use std::io::Read;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use kvrec_core::options::Options;
+use kvrec_core::template::{TemplateSpec, TEMPLATE_METADATA_KEY};
+use kvrec_core::{KvrecError, Result};
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use serde::Serialize;
+
+use crate::{backend, logs};
+
+/// Sequences a context decodes at once: candidates scored in parallel per decode.
+pub const MAX_SEQUENCES: u32 = 64;
+
+impl LoadOptions {
+    /// Sequences per context: llama.cpp asserts unless n_seq_max <= n_batch.
+    pub fn n_seq_max(&self) -> u32 {
+        MAX_SEQUENCES.min(self.n_batch)
+    }
+}
+
+/// Options fixed at load time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LoadOptions {
+    pub n_ctx: u32,
+    pub n_batch: u32,
+    pub n_gpu_layers: u32,
+    pub n_threads: u32,
+}
+
+impl LoadOptions {
+    pub fn from_options(options: &Options) -> LoadOptions {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        LoadOptions {
+            n_ctx: options.n_ctx.unwrap_or(2048),
+            n_batch: options.n_batch.unwrap_or(512),
+            n_gpu_layers: options.n_gpu_layers.unwrap_or(0),
+            n_threads: options.n_threads.unwrap_or(cores),
+        }
+    }
+}
+
+/// What `kvrec_models()` lists.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub path: String,
+    pub architecture: String,
+    pub size_bytes: u64,
+    pub n_params: u64,
+    pub n_ctx: u32,
+    pub n_ctx_train: u32,
+    pub n_gpu_layers: u32,
+    pub template_version: u32,
+    /// `model` when the GGUF carries `kvrec.template`, else `default`.
+    pub template_source: &'static str,
+}
+
+/// A model and the contexts that run it. Field order matters: contexts borrow the model and
+/// are dropped first.
+pub struct Model {
+    pool: Mutex<Vec<LlamaContext<'static>>>,
+    model: Box<LlamaModel>,
+    pub info: ModelInfo,
+    pub template: TemplateSpec,
+    pub load: LoadOptions,
+}
+
+/// llama.cpp may mutate a model while creating a context, so creation is serialised.
+static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Checks what llama.cpp would otherwise report as a bare "null result".
+fn check_file(path: &Path) -> Result<()> {
+    let bad = |problem: String| KvrecError::ModelFile {
+        path: path.display().to_string(),
+        problem,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => bad("does not exist; pass the path of a .gguf file (relative paths are relative to the process's working directory)".into()),
+        _ => bad(format!("cannot be read: {e}")),
+    })?;
+    if !meta.is_file() {
+        return Err(bad("is not a regular file".into()));
+    }
+    let mut magic = [0u8; 4];
+    let read = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut magic))
+        .map_err(|e| bad(format!("cannot be read: {e}")))?;
+    if read == 0 {
+        return Err(bad("is empty".into()));
+    }
+    if read < 4 || &magic != b"GGUF" {
+        return Err(bad("is not a GGUF file (it does not start with 'GGUF'); convert the model with llama.cpp's convert_hf_to_gguf.py".into()));
+    }
+    Ok(())
+}
+
+impl Model {
+    /// Loads `path` under `name`.
+    pub fn load(name: &str, path: &str, options: &Options) -> Result<Model> {
+        check_file(Path::new(path))?;
+        let backend = backend()?;
+        let load = LoadOptions::from_options(options);
+        let params = LlamaModelParams::default().with_n_gpu_layers(load.n_gpu_layers);
+        let mark = logs::mark();
+        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| KvrecError::ModelLoad {
+            path: path.to_string(),
+            detail: detail(&e.to_string(), mark),
+        })?;
+        let (template, template_source) = match model.meta_val_str(TEMPLATE_METADATA_KEY) {
+            Ok(json) => {
+                let value = serde_json::from_str(&json).map_err(|e| KvrecError::ModelLoad {
+                    path: path.to_string(),
+                    detail: format!("its {TEMPLATE_METADATA_KEY} metadata is not JSON: {e}"),
+                })?;
+                (TemplateSpec::from_json(&value)?, "model")
+            }
+            Err(_) => (TemplateSpec::default(), "default"),
+        };
+        let info = ModelInfo {
+            name: name.to_string(),
+            path: path.to_string(),
+            architecture: model.meta_val_str("general.architecture").unwrap_or_default(),
+            size_bytes: model.size(),
+            n_params: model.n_params(),
+            n_ctx: load.n_ctx,
+            n_ctx_train: model.n_ctx_train(),
+            n_gpu_layers: load.n_gpu_layers,
+            template_version: template.version,
+            template_source,
+        };
+        let model = Model {
+            pool: Mutex::new(Vec::new()),
+            model: Box::new(model),
+            info,
+            template,
+            load,
+        };
+        // Fail at load time, not at the first query, if no context fits in memory.
+        model.with_context(|_| Ok(()))?;
+        Ok(model)
+    }
+
+    pub fn llama(&self) -> &LlamaModel {
+        &self.model
+    }
+
+    /// Tokenizes `text`; `bos` adds the model's start token when it wants one.
+    pub fn tokenize(&self, text: &str, bos: bool) -> Vec<LlamaToken> {
+        self.model.vocab().tokenize(text.as_bytes(), bos, false)
+    }
+
+    fn new_context(&self) -> Result<LlamaContext<'static>> {
+        let _creating = lock(&CONTEXT_CREATION);
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(self.load.n_ctx))
+            .with_n_batch(self.load.n_batch)
+            .with_n_ubatch(self.load.n_batch)
+            .with_n_seq_max(self.load.n_seq_max())
+            .with_kv_unified(true)
+            .with_n_threads(self.load.n_threads as i32)
+            .with_n_threads_batch(self.load.n_threads as i32);
+        let mark = logs::mark();
+        let context = self
+            .model
+            .new_context(backend()?, params)
+            .map_err(|e| KvrecError::Backend {
+                detail: format!(
+                    "could not create a context with n_ctx {} ({}); try a smaller n_ctx",
+                    self.load.n_ctx,
+                    detail(&e.to_string(), mark)
+                ),
+            })?;
+        // SAFETY: the context borrows `self.model`, which is boxed (its address never moves)
+        // and outlives every context: contexts live only in `self.pool` or inside
+        // `with_context`, and `pool` is declared before `model`, so it is dropped first.
+        Ok(unsafe { std::mem::transmute::<LlamaContext<'_>, LlamaContext<'static>>(context) })
+    }
+
+    /// Runs `f` with a context of this model to itself; contexts are reused across calls.
+    pub fn with_context<T>(&self, f: impl FnOnce(&mut LlamaContext<'static>) -> Result<T>) -> Result<T> {
+        let pooled = lock(&self.pool).pop();
+        let mut context = match pooled {
+            Some(c) => c,
+            None => self.new_context()?,
+        };
+        context.clear_kv_cache();
+        let result = f(&mut context);
+        let mut pool = lock(&self.pool);
+        if pool.len() < self.load.n_threads.max(2) as usize {
+            pool.push(context);
+        }
+        result
+    }
+}
+
+/// llama-cpp-2's error plus what llama.cpp logged meanwhile.
+pub fn detail(error: &str, mark: u64) -> String {
+    let logged = logs::since(mark);
+    if logged.is_empty() {
+        error.to_string()
+    } else {
+        format!("{error}; llama.cpp said: {logged}")
+    }
+}

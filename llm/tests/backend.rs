@@ -1,0 +1,148 @@
+//! The backend on a tiny model the project writes itself.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kvrec_core::options::{Mode, Options};
+use kvrec_core::{KvrecError, Request, TemplateSpec};
+use kvrec_llm::{rank, registry, tiny};
+
+fn tiny_model(name: &str, template: Option<&TemplateSpec>) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kvrec-llm-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.gguf"));
+    tiny::write_tiny_llama(&path, 7, template).unwrap();
+    path
+}
+
+fn request(n_candidates: i64, n_history: usize) -> Request {
+    let history: Vec<_> = (0..n_history)
+        .map(|i| serde_json::json!({"id": i, "title": format!("Movie number {i} (1995)"), "rating": 1 + i % 5, "genres": "Drama|War"}))
+        .collect();
+    let candidates: Vec<_> = (0..n_candidates)
+        .map(|i| serde_json::json!({"id": 1000 + i * 37, "title": format!("C{i}")}))
+        .collect();
+    Request::from_values(
+        &serde_json::json!({"gender": "female", "age": "25-34", "occupation": "writer"}),
+        &serde_json::json!(history),
+        &serde_json::json!(candidates),
+    )
+    .unwrap()
+}
+
+fn load(name: &str) -> Arc<kvrec_llm::Model> {
+    let path = tiny_model(name, None);
+    registry::load(name, path.to_str().unwrap(), &Options::default()).unwrap();
+    registry::get(name).unwrap()
+}
+
+#[test]
+fn scoring_ranks_every_candidate_once() {
+    let model = load("score");
+    for n in [1, 2, 10, 70, 100] {
+        let r = request(n, 20);
+        let ranking = rank(&model, &r, &Options::default()).unwrap();
+        let mut ids = ranking.ids.clone();
+        ids.sort_unstable();
+        let mut expected = r.candidate_ids();
+        expected.sort_unstable();
+        assert_eq!(ids, expected, "{n} candidates");
+        assert!(ranking.scores.windows(2).all(|w| w[0] >= w[1]), "scores sorted");
+        assert!(ranking.scores.iter().all(|s| s.is_finite() && *s <= 0.0));
+        if n <= 10 {
+            assert_eq!(ranking.dropped_history, 0);
+        }
+        let again = rank(&model, &r, &Options::default()).unwrap();
+        assert_eq!(again, ranking, "deterministic");
+    }
+    registry::unload("score").unwrap();
+}
+
+/// Batching is an implementation detail: prompt chunks of 16 tokens and candidate batches of
+/// at most 16 tokens must give the scores of one big batch. ggml picks other kernels for other
+/// batch shapes (and rounds activations to F16 for the F16 output head), so scores agree to
+/// about 1e-3 relative, not bit for bit; a mixed-up sequence or row would be off by far more.
+#[test]
+fn scores_do_not_depend_on_batching() {
+    let path = tiny_model("batching", None);
+    registry::load("batch-big", path.to_str().unwrap(), &Options::default()).unwrap();
+    let small = Options { n_batch: Some(16), ..Options::default() };
+    registry::load("batch-small", path.to_str().unwrap(), &small).unwrap();
+    let r = request(70, 5);
+    let big = rank(&registry::get("batch-big").unwrap(), &r, &Options::default()).unwrap();
+    let chunked = rank(&registry::get("batch-small").unwrap(), &r, &Options::default()).unwrap();
+    let by_id = |ranking: &kvrec_llm::Ranking| {
+        let mut pairs: Vec<(i64, f64)> = ranking.ids.iter().copied().zip(ranking.scores.iter().copied()).collect();
+        pairs.sort_by_key(|p| p.0);
+        pairs
+    };
+    for ((id, a), (_, b)) in by_id(&big).into_iter().zip(by_id(&chunked)) {
+        assert!((a - b).abs() <= 2e-3 * a.abs().max(1.0), "candidate {id}: {a} vs {b}");
+    }
+    registry::unload("batch-big").unwrap();
+    registry::unload("batch-small").unwrap();
+}
+
+#[test]
+fn generation_returns_parsed_text() {
+    let model = load("generate");
+    let options = Options { mode: Some(Mode::Generate), ..Options::default() };
+    let ranking = rank(&model, &request(5, 3), &options).unwrap();
+    let parsed = ranking.parsed.clone().unwrap();
+    assert_eq!(parsed.ids, ranking.ids);
+    assert!(ranking.generated.is_some());
+    registry::unload("generate").unwrap();
+}
+
+#[test]
+fn long_history_is_dropped_to_fit_the_context() {
+    let path = tiny_model("small-ctx", None);
+    let options = Options { n_ctx: Some(1024), ..Options::default() };
+    registry::load("small-ctx", path.to_str().unwrap(), &options).unwrap();
+    let model = registry::get("small-ctx").unwrap();
+    let r = request(10, 20);
+    let opts = Options::default();
+    let ranking = rank(&model, &r, &opts).unwrap();
+    assert!(ranking.dropped_history > 0, "{ranking:?}");
+    assert!(ranking.prompt_tokens <= 1024);
+    let err = rank(&model, &request(300, 0), &opts).unwrap_err();
+    assert!(matches!(err, KvrecError::PromptTooLong { .. }), "{err}");
+    registry::unload("small-ctx").unwrap();
+}
+
+#[test]
+fn a_template_in_the_metadata_is_used() {
+    let spec = TemplateSpec { instruction: "Rank.".into(), ..TemplateSpec::default() };
+    let path = tiny_model("templated", Some(&spec));
+    let info = registry::load("templated", path.to_str().unwrap(), &Options::default()).unwrap();
+    assert_eq!(info.template_source, "model");
+    assert_eq!(registry::get("templated").unwrap().template, spec);
+    registry::unload("templated").unwrap();
+}
+
+#[test]
+fn bad_files_are_errors() {
+    let dir = std::env::temp_dir().join(format!("kvrec-llm-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.gguf");
+    std::fs::write(&empty, b"").unwrap();
+    let text = dir.join("text.gguf");
+    std::fs::write(&text, b"hello world").unwrap();
+    let good = tiny_model("truncate-src", None);
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = dir.join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let mut messages = Vec::new();
+    for path in [dir.join("missing.gguf"), empty, text, truncated] {
+        let err = registry::load("bad", path.to_str().unwrap(), &Options::default()).unwrap_err();
+        messages.push(err.to_string());
+    }
+    for m in &messages {
+        println!("{m}");
+    }
+    assert!(messages[0].contains("does not exist"));
+    assert!(messages[1].contains("is empty"));
+    assert!(messages[2].contains("not a GGUF"));
+    assert!(messages[3].contains("llama.cpp could not load"), "{}", messages[3]);
+    assert!(registry::get("bad").is_err());
+}
