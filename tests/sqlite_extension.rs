@@ -257,24 +257,33 @@ fn kvrec_augmentations_joins_over_a_table() {
 }
 
 #[test]
-fn pure_functions_are_deterministic_and_innocuous() {
+fn pure_functions_are_deterministic_and_model_functions_direct_only() {
     let db = open();
     let mut stmt = db
-        .prepare("SELECT name, flags FROM pragma_function_list WHERE name LIKE 'kvrec%'")
+        .prepare("SELECT name, flags FROM pragma_function_list WHERE name LIKE 'kvrec%' OR name = 'recommend'")
         .unwrap();
     let rows: Vec<(String, i64)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert!(rows.len() >= 7, "{rows:?}");
+    assert!(rows.len() >= 10, "{rows:?}");
     const DETERMINISTIC: i64 = 0x800;
+    const DIRECTONLY: i64 = 0x80000;
     const INNOCUOUS: i64 = 0x200000;
+    let model_functions = ["kvrec_load_model", "kvrec_unload_model", "recommend"];
     for (name, flags) in rows {
-        assert!(
-            flags & DETERMINISTIC != 0 && flags & INNOCUOUS != 0,
-            "{name}: flags {flags:#x}"
-        );
+        if model_functions.contains(&name.as_str()) {
+            assert!(
+                flags & DIRECTONLY != 0 && flags & (DETERMINISTIC | INNOCUOUS) == 0,
+                "{name}: flags {flags:#x}"
+            );
+        } else {
+            assert!(
+                flags & DETERMINISTIC != 0 && flags & INNOCUOUS != 0,
+                "{name}: flags {flags:#x}"
+            );
+        }
     }
 }
 

@@ -98,10 +98,16 @@ impl Options {
                 }
                 "n_threads" => options.n_threads = Some(ranged(value, "n_threads", 1, 512)? as u32),
                 "seed" => {
-                    options.seed = Some(value.as_u64().ok_or_else(|| bad("seed", "a non-negative integer", value))?)
+                    options.seed = Some(
+                        value
+                            .as_u64()
+                            .ok_or_else(|| bad("seed", "a non-negative integer", value))?,
+                    )
                 }
                 "n_ctx" => options.n_ctx = Some(ranged(value, "n_ctx", 64, 1 << 20)? as u32),
-                "n_gpu_layers" => options.n_gpu_layers = Some(ranged(value, "n_gpu_layers", 0, 10_000)? as u32),
+                "n_gpu_layers" => {
+                    options.n_gpu_layers = Some(ranged(value, "n_gpu_layers", 0, 10_000)? as u32)
+                }
                 "n_batch" => options.n_batch = Some(ranged(value, "n_batch", 16, 1 << 16)? as u32),
                 _ => {
                     return Err(KvrecError::Internal {

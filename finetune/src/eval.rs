@@ -6,6 +6,8 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use kvrec_core::options::{Mode, Options};
+
 use crate::baselines::Scorer;
 use crate::metrics::{Metrics, Summary};
 use crate::protocol::Instance;
@@ -59,6 +61,64 @@ pub fn evaluate(scorer: &dyn Scorer, instances: &[Instance]) -> Result<EvalRow> 
         method: scorer.name(),
         summary: metrics.summary(),
         requests_per_s: instances.len() as f64 / seconds.max(1e-9),
+    })
+}
+
+/// Runs a model through kvrec-llm's `rank`, the code `recommend()` runs: scoring mode ranks
+/// every candidate (ER 0 by construction), generation mode parses the text (ER measured).
+pub fn evaluate_model(
+    model: &kvrec_llm::Model,
+    instances: &[Instance],
+    mode: Mode,
+) -> Result<EvalRow> {
+    let label = format!(
+        "{} ({})",
+        model.info.name,
+        if mode == Mode::Score {
+            "score"
+        } else {
+            "generate"
+        }
+    );
+    let bar = progress(instances.len(), &label);
+    let options = Options {
+        mode: Some(mode),
+        ..Options::default()
+    };
+    let start = Instant::now();
+    let mut metrics = Metrics::default();
+    for instance in instances {
+        let request = instance.request()?;
+        let ranking = kvrec_llm::rank(model, &request, &options)?;
+        match &ranking.parsed {
+            Some(parsed) => metrics.add_generated(&parsed.ids, instance.positive, parsed.valid),
+            None => {
+                let by_candidate: Vec<f64> = request
+                    .candidates
+                    .iter()
+                    .map(|c| {
+                        ranking
+                            .ids
+                            .iter()
+                            .position(|&id| id == c.id)
+                            .map_or(f64::NEG_INFINITY, |i| ranking.scores[i])
+                    })
+                    .collect();
+                let positive = request
+                    .candidates
+                    .iter()
+                    .position(|c| c.id == instance.positive)
+                    .unwrap_or(0);
+                metrics.add_scores(&by_candidate, positive);
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(EvalRow {
+        method: label,
+        summary: metrics.summary(),
+        requests_per_s: instances.len() as f64 / start.elapsed().as_secs_f64().max(1e-9),
     })
 }
 

@@ -3,6 +3,7 @@
 //! augmentation code is kvrec-core's, so training data and SQL serving cannot drift apart.
 
 pub mod baselines;
+pub mod bench;
 pub mod db;
 pub mod eval;
 pub mod io;

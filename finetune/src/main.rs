@@ -1,13 +1,14 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use kvrec_core::options::Mode;
 use serde_json::json;
 
 use kvrec_finetune::baselines::{CoOccurrenceScorer, PopularityScorer, RandomScorer, Scorer};
 use kvrec_finetune::protocol::{ProtocolConfig, Sequence, CANDIDATE_KEYS};
-use kvrec_finetune::{db, eval, io, movielens, protocol, training_data};
+use kvrec_finetune::{bench, db, eval, io, movielens, protocol, training_data};
 
 /// kvrec's data, training and evaluation tool.
 #[derive(Parser)]
@@ -56,6 +57,31 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         candidate_keys: Vec<String>,
     },
+    /// Benchmark recommend() through SQLite against raw llama.cpp on the same prompts.
+    Bench {
+        #[arg(long)]
+        model: PathBuf,
+        /// Requests (JSONL from `data`).
+        #[arg(long)]
+        test: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        n: usize,
+        /// The built extension.
+        #[arg(long, default_value = "target/release/libkvrec.so")]
+        extension: PathBuf,
+        /// Load options (JSON), e.g. '{"n_threads": 2}'.
+        #[arg(long, default_value = "{}")]
+        options: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the tiny random test model (llama architecture, 0.2 M parameters) as GGUF.
+    TinyModel {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Score rankers on test requests: HR@1/3/5, NDCG@3/5, Error Rate, requests/s.
     Eval {
         /// Test requests (JSONL from `data`).
@@ -68,7 +94,16 @@ enum Command {
         table: String,
         /// Training sequences for the popularity and co-occurrence baselines.
         #[arg(long)]
-        sequences: PathBuf,
+        sequences: Option<PathBuf>,
+        /// Also (or only, with --baseline none) evaluate this GGUF model.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// How the model ranks: score (every candidate, ER 0) or generate (the paper's way).
+        #[arg(long, value_delimiter = ',', default_value = "score")]
+        mode: Vec<String>,
+        /// Evaluate only the first N requests.
+        #[arg(long)]
+        limit: Option<usize>,
         /// Baselines to run: random, popularity, cooccurrence, or all.
         #[arg(long, value_delimiter = ',', default_value = "all")]
         baseline: Vec<String>,
@@ -172,11 +207,35 @@ fn main() -> Result<()> {
                 start.elapsed().as_secs_f64()
             );
         }
+        Command::Bench {
+            model,
+            test,
+            n,
+            extension,
+            options,
+            json,
+        } => {
+            let mut instances: Vec<kvrec_finetune::protocol::Instance> = io::read_jsonl(&test)?;
+            instances.truncate(n);
+            let rows = bench::run(&model, &extension, &instances, &options)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{}", bench::markdown(&rows));
+            }
+        }
+        Command::TinyModel { out, seed } => {
+            kvrec_llm::tiny::write_tiny_llama(&out, seed, None)?;
+            eprintln!("wrote {}", out.display());
+        }
         Command::Eval {
             test,
             sqlite,
             table,
             sequences,
+            model,
+            mode,
+            limit,
             baseline,
             window,
             decay,
@@ -192,7 +251,16 @@ fn main() -> Result<()> {
                     bail!("pass --test <test.jsonl> or --sqlite <file> [--table <name>]")
                 }
             };
-            let sequences: Vec<Sequence> = io::read_jsonl(&sequences)?;
+            let mut instances = instances;
+            if let Some(n) = limit {
+                instances.truncate(n);
+            }
+            let none = baseline.iter().any(|b| b == "none");
+            let sequences: Vec<Sequence> = match &sequences {
+                Some(path) => io::read_jsonl(path)?,
+                None if none => Vec::new(),
+                None => bail!("pass --sequences <train_sequences.jsonl> for the baselines, or --baseline none"),
+            };
             let all = baseline.iter().any(|b| b == "all");
             let wants = |name: &str| all || baseline.iter().any(|b| b == name);
             let mut scorers: Vec<Box<dyn Scorer>> = Vec::new();
@@ -208,13 +276,29 @@ fn main() -> Result<()> {
                 scorer.normalize = normalize;
                 scorers.push(Box::new(scorer));
             }
-            if scorers.is_empty() {
-                bail!("no known baseline in {baseline:?}; use random, popularity, cooccurrence or all");
+            if scorers.is_empty() && !none {
+                bail!("no known baseline in {baseline:?}; use random, popularity, cooccurrence, all or none");
             }
-            let rows = scorers
+            let mut rows = scorers
                 .iter()
                 .map(|s| eval::evaluate(s.as_ref(), &instances))
                 .collect::<Result<Vec<_>>>()?;
+            if let Some(path) = model {
+                let name = path
+                    .file_stem()
+                    .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+                let path = path.to_str().context("model path is not UTF-8")?;
+                kvrec_llm::registry::load(&name, path, &kvrec_core::options::Options::default())?;
+                let loaded = kvrec_llm::registry::get(&name)?;
+                for m in &mode {
+                    let mode = match m.as_str() {
+                        "score" => Mode::Score,
+                        "generate" => Mode::Generate,
+                        other => bail!("unknown mode '{other}'; use score or generate"),
+                    };
+                    rows.push(eval::evaluate_model(&loaded, &instances, mode)?);
+                }
+            }
             let text = if json {
                 serde_json::to_string_pretty(&rows)?
             } else {

@@ -53,8 +53,18 @@ impl GgufWriter {
     }
 
     /// Adds a tensor given in PyTorch order (`shape[0]` = rows = output features).
-    pub fn tensor(&mut self, name: &str, shape: &[usize], kind: TensorType, data: Vec<f32>) -> &mut Self {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "tensor {name}: shape and data disagree");
+    pub fn tensor(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        kind: TensorType,
+        data: Vec<f32>,
+    ) -> &mut Self {
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "tensor {name}: shape and data disagree"
+        );
         self.tensors.push(Tensor {
             name: name.to_string(),
             shape: shape.to_vec(),
@@ -83,8 +93,20 @@ impl GgufWriter {
                 header.extend_from_slice(&(*dim as u64).to_le_bytes());
             }
             let (type_id, bytes) = match t.kind {
-                TensorType::F32 => (0u32, t.data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()),
-                TensorType::F16 => (1u32, t.data.iter().flat_map(|v| f32_to_f16(*v).to_le_bytes()).collect()),
+                TensorType::F32 => (
+                    0u32,
+                    t.data
+                        .iter()
+                        .flat_map(|v| v.to_le_bytes())
+                        .collect::<Vec<u8>>(),
+                ),
+                TensorType::F16 => (
+                    1u32,
+                    t.data
+                        .iter()
+                        .flat_map(|v| f32_to_f16(*v).to_le_bytes())
+                        .collect(),
+                ),
             };
             header.extend_from_slice(&type_id.to_le_bytes());
             header.extend_from_slice(&(offset as u64).to_le_bytes());
@@ -95,7 +117,10 @@ impl GgufWriter {
         out.write_all(&header)?;
         for bytes in blobs {
             out.write_all(&bytes)?;
-            out.write_all(&vec![0u8; bytes.len().next_multiple_of(ALIGNMENT) - bytes.len()])?;
+            out.write_all(&vec![
+                0u8;
+                bytes.len().next_multiple_of(ALIGNMENT) - bytes.len()
+            ])?;
         }
         Ok(())
     }
@@ -142,11 +167,15 @@ fn write_value(out: &mut Vec<u8>, value: &MetaValue) -> io::Result<()> {
         }
         MetaValue::I32Array(items) => {
             array_header(out, I32, items.len());
-            items.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            items
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
         }
         MetaValue::F32Array(items) => {
             array_header(out, F32, items.len());
-            items.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            items
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
         }
     }
     Ok(())

@@ -14,7 +14,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use once_cell::sync::OnceCell;
 
 pub use model::{LoadOptions, Model, ModelInfo};
-pub use rank::{rank, Ranking};
+pub use rank::{prompt_pass, rank, Ranking};
 
 static BACKEND: OnceCell<std::result::Result<LlamaBackend, String>> = OnceCell::new();
 

@@ -36,8 +36,14 @@ unsafe extern "C" fn capture(level: ggml_log_level, text: *const c_char, _: *mut
     if std::env::var_os("KVREC_LOG").is_some() {
         eprint!("{text}");
     }
-    let Ok(mut buffer) = BUFFER.lock() else { return };
-    let effective = if level == LEVEL_CONT { buffer.last_level } else { level };
+    let Ok(mut buffer) = BUFFER.lock() else {
+        return;
+    };
+    let effective = if level == LEVEL_CONT {
+        buffer.last_level
+    } else {
+        level
+    };
     buffer.last_level = effective;
     if effective >= LEVEL_WARN && effective != LEVEL_CONT {
         let line = text.trim_end().to_string();
@@ -67,7 +73,10 @@ pub fn since(mark: u64) -> String {
     let Ok(buffer) = BUFFER.lock() else {
         return String::new();
     };
-    let new = buffer.total.saturating_sub(mark).min(buffer.lines.len() as u64) as usize;
+    let new = buffer
+        .total
+        .saturating_sub(mark)
+        .min(buffer.lines.len() as u64) as usize;
     buffer
         .lines
         .iter()

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use kvrec_core::options::Options;
 use kvrec_core::template::{TemplateSpec, TEMPLATE_METADATA_KEY};
@@ -67,18 +67,28 @@ pub struct ModelInfo {
 /// A model and the contexts that run it. Field order matters: contexts borrow the model and
 /// are dropped first.
 pub struct Model {
-    pool: Mutex<Vec<LlamaContext<'static>>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a context is returned to the pool.
+    returned: Condvar,
     model: Box<LlamaModel>,
     pub info: ModelInfo,
     pub template: TemplateSpec,
     pub load: LoadOptions,
 }
 
+/// Idle contexts, and how many exist in all (idle or in use).
+struct Pool {
+    idle: Vec<LlamaContext<'static>>,
+    created: usize,
+}
+
 /// llama.cpp may mutate a model while creating a context, so creation is serialised.
 static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Checks what llama.cpp would otherwise report as a bare "null result".
@@ -115,9 +125,11 @@ impl Model {
         let load = LoadOptions::from_options(options);
         let params = LlamaModelParams::default().with_n_gpu_layers(load.n_gpu_layers);
         let mark = logs::mark();
-        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| KvrecError::ModelLoad {
-            path: path.to_string(),
-            detail: detail(&e.to_string(), mark),
+        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
+            KvrecError::ModelLoad {
+                path: path.to_string(),
+                detail: detail(&e.to_string(), mark),
+            }
         })?;
         let (template, template_source) = match model.meta_val_str(TEMPLATE_METADATA_KEY) {
             Ok(json) => {
@@ -132,7 +144,9 @@ impl Model {
         let info = ModelInfo {
             name: name.to_string(),
             path: path.to_string(),
-            architecture: model.meta_val_str("general.architecture").unwrap_or_default(),
+            architecture: model
+                .meta_val_str("general.architecture")
+                .unwrap_or_default(),
             size_bytes: model.size(),
             n_params: model.n_params(),
             n_ctx: load.n_ctx,
@@ -142,7 +156,11 @@ impl Model {
             template_source,
         };
         let model = Model {
-            pool: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                created: 0,
+            }),
+            returned: Condvar::new(),
             model: Box::new(model),
             info,
             template,
@@ -173,35 +191,76 @@ impl Model {
             .with_n_threads(self.load.n_threads as i32)
             .with_n_threads_batch(self.load.n_threads as i32);
         let mark = logs::mark();
-        let context = self
-            .model
-            .new_context(backend()?, params)
-            .map_err(|e| KvrecError::Backend {
-                detail: format!(
-                    "could not create a context with n_ctx {} ({}); try a smaller n_ctx",
-                    self.load.n_ctx,
-                    detail(&e.to_string(), mark)
-                ),
-            })?;
+        let context =
+            self.model
+                .new_context(backend()?, params)
+                .map_err(|e| KvrecError::Backend {
+                    detail: format!(
+                        "could not create a context with n_ctx {} ({}); try a smaller n_ctx",
+                        self.load.n_ctx,
+                        detail(&e.to_string(), mark)
+                    ),
+                })?;
         // SAFETY: the context borrows `self.model`, which is boxed (its address never moves)
         // and outlives every context: contexts live only in `self.pool` or inside
         // `with_context`, and `pool` is declared before `model`, so it is dropped first.
         Ok(unsafe { std::mem::transmute::<LlamaContext<'_>, LlamaContext<'static>>(context) })
     }
 
-    /// Runs `f` with a context of this model to itself; contexts are reused across calls.
-    pub fn with_context<T>(&self, f: impl FnOnce(&mut LlamaContext<'static>) -> Result<T>) -> Result<T> {
-        let pooled = lock(&self.pool).pop();
-        let mut context = match pooled {
-            Some(c) => c,
-            None => self.new_context()?,
-        };
-        context.clear_kv_cache();
-        let result = f(&mut context);
+    /// Contexts that may exist at once: each runs `n_threads` threads, and more decodes at a
+    /// time than the machine has cores for only slows every one of them down.
+    fn max_contexts(&self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / self.load.n_threads.max(1) as usize).max(1)
+    }
+
+    /// Runs `f` with a context of this model to itself. Contexts are reused across calls; when
+    /// all are busy the caller waits for one (each call holds it for one request only).
+    pub fn with_context<T>(
+        &self,
+        f: impl FnOnce(&mut LlamaContext<'static>) -> Result<T>,
+    ) -> Result<T> {
         let mut pool = lock(&self.pool);
-        if pool.len() < self.load.n_threads.max(2) as usize {
-            pool.push(context);
+        let mut context = loop {
+            if let Some(context) = pool.idle.pop() {
+                break context;
+            }
+            if pool.created < self.max_contexts() {
+                pool.created += 1;
+                drop(pool);
+                match self.new_context() {
+                    Ok(context) => {
+                        pool = lock(&self.pool);
+                        break context;
+                    }
+                    Err(e) => {
+                        lock(&self.pool).created -= 1;
+                        return Err(e);
+                    }
+                }
+            }
+            pool = self
+                .returned
+                .wait(pool)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        };
+        drop(pool);
+        context.clear_kv_cache();
+        // A panic inside `f` drops the context; count it as gone so waiters can make another.
+        struct Slot<'a>(&'a Model, Option<LlamaContext<'static>>);
+        impl Drop for Slot<'_> {
+            fn drop(&mut self) {
+                let mut pool = lock(&self.0.pool);
+                match self.1.take() {
+                    Some(context) => pool.idle.push(context),
+                    None => pool.created -= 1,
+                }
+                self.0.returned.notify_one();
+            }
         }
+        let mut slot = Slot(self, None);
+        let result = f(&mut context);
+        slot.1 = Some(context);
         result
     }
 }

@@ -17,8 +17,8 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
-use crate::model::{detail, Model};
 use crate::logs;
+use crate::model::{detail, Model};
 
 /// A ranking and how it was made.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,7 +55,12 @@ pub fn rank(model: &Model, request: &Request, options: &Options) -> Result<Ranki
 
 /// The prompt's tokens with as much recent history as fits, leaving `reserve` tokens of the
 /// context for the answer. Returns the tokens and how many history items were left out.
-fn fit_prompt(model: &Model, request: &Request, spec: &TemplateSpec, reserve: usize) -> Result<(Vec<LlamaToken>, usize)> {
+fn fit_prompt(
+    model: &Model,
+    request: &Request,
+    spec: &TemplateSpec,
+    reserve: usize,
+) -> Result<(Vec<LlamaToken>, usize)> {
     let budget = (model.load.n_ctx as usize).saturating_sub(reserve);
     let shown = request.history.len().min(spec.max_history);
     let tokens_with = |keep: usize| {
@@ -103,14 +108,21 @@ fn batch_error(e: impl std::fmt::Display) -> KvrecError {
 
 /// Decodes `tokens` from position 0 for sequences `seqs`, `n_batch` at a time; returns the
 /// log-softmax normaliser and the logits row of the last token.
-fn decode_prompt(ctx: &mut LlamaContext, tokens: &[LlamaToken], seqs: &[i32], n_batch: usize) -> Result<Vec<f32>> {
+fn decode_prompt(
+    ctx: &mut LlamaContext,
+    tokens: &[LlamaToken],
+    seqs: &[i32],
+    n_batch: usize,
+) -> Result<Vec<f32>> {
     let mut batch = LlamaBatch::new(n_batch, seqs.len() as i32);
     for (chunk_index, chunk) in tokens.chunks(n_batch).enumerate() {
         batch.clear();
         let base = chunk_index * n_batch;
         for (i, &token) in chunk.iter().enumerate() {
             let last = base + i == tokens.len() - 1;
-            batch.add(token, (base + i) as i32, seqs, last).map_err(batch_error)?;
+            batch
+                .add(token, (base + i) as i32, seqs, last)
+                .map_err(batch_error)?;
         }
         decode(ctx, &mut batch)?;
     }
@@ -123,7 +135,25 @@ fn log_softmax_at(logits: &[f32], token: LlamaToken) -> f64 {
     f64::from(logits[token.0 as usize] - max) - sum.ln()
 }
 
-fn score(model: &Model, request: &Request, spec: &TemplateSpec, _options: &Options) -> Result<Ranking> {
+/// The baseline for benchmarks: one plain pass of llama.cpp over the request's prompt (the
+/// prompt `rank` would build), nothing else. Returns the number of prompt tokens.
+pub fn prompt_pass(model: &Model, request: &Request, options: &Options) -> Result<usize> {
+    let mut spec = model.template.clone();
+    if let Some(n) = options.max_history {
+        spec.max_history = n;
+    }
+    let (prompt, _) = fit_prompt(model, request, &spec, 0)?;
+    model.with_context(|ctx| {
+        decode_prompt(ctx, &prompt, &[0], model.load.n_batch as usize).map(|_| prompt.len())
+    })
+}
+
+fn score(
+    model: &Model,
+    request: &Request,
+    spec: &TemplateSpec,
+    _options: &Options,
+) -> Result<Ranking> {
     let n_ctx = model.load.n_ctx as usize;
     let n_batch = model.load.n_batch as usize;
     let continuations: Vec<Vec<LlamaToken>> = request
@@ -139,7 +169,10 @@ fn score(model: &Model, request: &Request, spec: &TemplateSpec, _options: &Optio
     }
     let (prompt, dropped) = fit_prompt(model, request, spec, longest)?;
     let n_prompt = prompt.len();
-    let group_size = request.candidates.len().min(model.load.n_seq_max() as usize);
+    let group_size = request
+        .candidates
+        .len()
+        .min(model.load.n_seq_max() as usize);
     let seqs: Vec<i32> = (0..group_size as i32).collect();
     let mut scores = vec![0f64; request.candidates.len()];
 
@@ -150,14 +183,19 @@ fn score(model: &Model, request: &Request, spec: &TemplateSpec, _options: &Optio
         }
         // Candidates whose prefix is longer than one token need one more decode: pack them
         // into batches of at most `group_size` sequences, n_batch tokens and the free context.
-        let pending: Vec<usize> = (0..continuations.len()).filter(|&i| continuations[i].len() > 1).collect();
+        let pending: Vec<usize> = (0..continuations.len())
+            .filter(|&i| continuations[i].len() > 1)
+            .collect();
         let room = (n_ctx - n_prompt).min(n_batch);
         let mut start = 0;
         let mut batch = LlamaBatch::new(n_batch, 1);
         while start < pending.len() {
             let mut end = start;
             let mut used = 0;
-            while end < pending.len() && end - start < group_size && used + continuations[pending[end]].len() <= room {
+            while end < pending.len()
+                && end - start < group_size
+                && used + continuations[pending[end]].len() <= room
+            {
                 used += continuations[pending[end]].len();
                 end += 1;
             }
@@ -167,7 +205,9 @@ fn score(model: &Model, request: &Request, spec: &TemplateSpec, _options: &Optio
                 let tokens = &continuations[candidate];
                 for (j, &token) in tokens.iter().enumerate() {
                     let wants_logits = j + 1 < tokens.len();
-                    batch.add(token, (n_prompt + j) as i32, &[seq as i32], wants_logits).map_err(batch_error)?;
+                    batch
+                        .add(token, (n_prompt + j) as i32, &[seq as i32], wants_logits)
+                        .map_err(batch_error)?;
                     if wants_logits {
                         rows.push((candidate, batch.n_tokens() - 1, tokens[j + 1]));
                     }
@@ -178,9 +218,10 @@ fn score(model: &Model, request: &Request, spec: &TemplateSpec, _options: &Optio
                 scores[candidate] += log_softmax_at(ctx.get_logits_ith(row), next);
             }
             for seq in 0..(end - start) as i32 {
-                ctx.kv_cache_seq_rm(seq, Some(n_prompt as u32), None).map_err(|e| KvrecError::Backend {
-                    detail: format!("could not reset sequence {seq}: {e}"),
-                })?;
+                ctx.kv_cache_seq_rm(seq, Some(n_prompt as u32), None)
+                    .map_err(|e| KvrecError::Backend {
+                        detail: format!("could not reset sequence {seq}: {e}"),
+                    })?;
             }
             start = end;
         }
@@ -200,7 +241,12 @@ fn score(model: &Model, request: &Request, spec: &TemplateSpec, _options: &Optio
     })
 }
 
-fn generate(model: &Model, request: &Request, spec: &TemplateSpec, _options: &Options) -> Result<Ranking> {
+fn generate(
+    model: &Model,
+    request: &Request,
+    spec: &TemplateSpec,
+    _options: &Options,
+) -> Result<Ranking> {
     let answer = spec.render_answer(&request.candidate_ids());
     let max_new = model.tokenize(&answer, false).len() + 8;
     let (prompt, dropped) = fit_prompt(model, request, spec, max_new)?;
@@ -222,12 +268,15 @@ fn generate(model: &Model, request: &Request, spec: &TemplateSpec, _options: &Op
                 break;
             }
             tokens.push(next);
-            let text = String::from_utf8_lossy(&vocab.detokenize(&tokens, true, false)).into_owned();
+            let text =
+                String::from_utf8_lossy(&vocab.detokenize(&tokens, true, false)).into_owned();
             if text.contains('\n') {
                 break;
             }
             batch.clear();
-            batch.add(next, (n_prompt + tokens.len() - 1) as i32, &[0], true).map_err(batch_error)?;
+            batch
+                .add(next, (n_prompt + tokens.len() - 1) as i32, &[0], true)
+                .map_err(batch_error)?;
             decode(ctx, &mut batch)?;
             logits = ctx.get_logits_ith(0).to_vec();
         }

@@ -12,7 +12,9 @@ use crate::model::{Model, ModelInfo};
 static MODELS: Mutex<BTreeMap<String, Arc<Model>>> = Mutex::new(BTreeMap::new());
 
 fn models() -> MutexGuard<'static, BTreeMap<String, Arc<Model>>> {
-    MODELS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    MODELS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Loads `path` as `name`. The registry lock is not held while the file loads, so other
@@ -58,6 +60,10 @@ fn unknown(name: &str) -> KvrecError {
     let loaded: Vec<String> = models().keys().cloned().collect();
     KvrecError::UnknownModel {
         name: name.chars().take(100).collect(),
-        loaded: if loaded.is_empty() { "none".into() } else { loaded.join(", ") },
+        loaded: if loaded.is_empty() {
+            "none".into()
+        } else {
+            loaded.join(", ")
+        },
     }
 }

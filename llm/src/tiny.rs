@@ -27,7 +27,8 @@ pub fn byte_to_unicode() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut extra = 0u32;
     for b in 0..256u32 {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         let c = if printable {
             b
         } else {
@@ -67,16 +68,28 @@ pub fn write_tiny_llama(path: &Path, seed: u64, template: Option<&TemplateSpec>)
     let mut rng = Rng::new(seed);
     let mut w = GgufWriter::default();
     w.meta("general.architecture", MetaValue::String("llama".into()))
-        .meta("general.name", MetaValue::String("kvrec tiny test llama".into()))
+        .meta(
+            "general.name",
+            MetaValue::String("kvrec tiny test llama".into()),
+        )
         .meta("general.file_type", MetaValue::U32(0))
         .meta("llama.context_length", MetaValue::U32(CONTEXT))
         .meta("llama.embedding_length", MetaValue::U32(N_EMBD as u32))
         .meta("llama.block_count", MetaValue::U32(N_LAYER as u32))
         .meta("llama.feed_forward_length", MetaValue::U32(N_FF as u32))
         .meta("llama.attention.head_count", MetaValue::U32(N_HEAD as u32))
-        .meta("llama.attention.head_count_kv", MetaValue::U32(N_HEAD_KV as u32))
-        .meta("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5))
-        .meta("llama.rope.dimension_count", MetaValue::U32((N_EMBD / N_HEAD) as u32))
+        .meta(
+            "llama.attention.head_count_kv",
+            MetaValue::U32(N_HEAD_KV as u32),
+        )
+        .meta(
+            "llama.attention.layer_norm_rms_epsilon",
+            MetaValue::F32(1e-5),
+        )
+        .meta(
+            "llama.rope.dimension_count",
+            MetaValue::U32((N_EMBD / N_HEAD) as u32),
+        )
         .meta("llama.rope.freq_base", MetaValue::F32(10_000.0))
         .meta("llama.vocab_size", MetaValue::U32(n_vocab as u32))
         .meta("tokenizer.ggml.model", MetaValue::String("gpt2".into()))
@@ -91,24 +104,87 @@ pub fn write_tiny_llama(path: &Path, seed: u64, template: Option<&TemplateSpec>)
         .meta("tokenizer.ggml.eos_token_id", MetaValue::U32(1))
         .meta("tokenizer.ggml.add_bos_token", MetaValue::Bool(true));
     if let Some(spec) = template {
-        w.meta(TEMPLATE_METADATA_KEY, MetaValue::String(spec.to_json().to_string()));
+        w.meta(
+            TEMPLATE_METADATA_KEY,
+            MetaValue::String(spec.to_json().to_string()),
+        );
     }
     let kv = N_EMBD / N_HEAD * N_HEAD_KV;
-    w.tensor("token_embd.weight", &[n_vocab, N_EMBD], TensorType::F32, random(&mut rng, n_vocab * N_EMBD, 0.5));
+    w.tensor(
+        "token_embd.weight",
+        &[n_vocab, N_EMBD],
+        TensorType::F32,
+        random(&mut rng, n_vocab * N_EMBD, 0.5),
+    );
     for layer in 0..N_LAYER {
         let name = |t: &str| format!("blk.{layer}.{t}.weight");
-        w.tensor(&name("attn_norm"), &[N_EMBD], TensorType::F32, vec![1.0; N_EMBD]);
-        w.tensor(&name("attn_q"), &[N_EMBD, N_EMBD], TensorType::F32, random(&mut rng, N_EMBD * N_EMBD, 0.2));
-        w.tensor(&name("attn_k"), &[kv, N_EMBD], TensorType::F32, random(&mut rng, kv * N_EMBD, 0.2));
-        w.tensor(&name("attn_v"), &[kv, N_EMBD], TensorType::F32, random(&mut rng, kv * N_EMBD, 0.2));
-        w.tensor(&name("attn_output"), &[N_EMBD, N_EMBD], TensorType::F32, random(&mut rng, N_EMBD * N_EMBD, 0.2));
-        w.tensor(&name("ffn_norm"), &[N_EMBD], TensorType::F32, vec![1.0; N_EMBD]);
-        w.tensor(&name("ffn_gate"), &[N_FF, N_EMBD], TensorType::F32, random(&mut rng, N_FF * N_EMBD, 0.2));
-        w.tensor(&name("ffn_up"), &[N_FF, N_EMBD], TensorType::F32, random(&mut rng, N_FF * N_EMBD, 0.2));
-        w.tensor(&name("ffn_down"), &[N_EMBD, N_FF], TensorType::F32, random(&mut rng, N_EMBD * N_FF, 0.2));
+        w.tensor(
+            &name("attn_norm"),
+            &[N_EMBD],
+            TensorType::F32,
+            vec![1.0; N_EMBD],
+        );
+        w.tensor(
+            &name("attn_q"),
+            &[N_EMBD, N_EMBD],
+            TensorType::F32,
+            random(&mut rng, N_EMBD * N_EMBD, 0.2),
+        );
+        w.tensor(
+            &name("attn_k"),
+            &[kv, N_EMBD],
+            TensorType::F32,
+            random(&mut rng, kv * N_EMBD, 0.2),
+        );
+        w.tensor(
+            &name("attn_v"),
+            &[kv, N_EMBD],
+            TensorType::F32,
+            random(&mut rng, kv * N_EMBD, 0.2),
+        );
+        w.tensor(
+            &name("attn_output"),
+            &[N_EMBD, N_EMBD],
+            TensorType::F32,
+            random(&mut rng, N_EMBD * N_EMBD, 0.2),
+        );
+        w.tensor(
+            &name("ffn_norm"),
+            &[N_EMBD],
+            TensorType::F32,
+            vec![1.0; N_EMBD],
+        );
+        w.tensor(
+            &name("ffn_gate"),
+            &[N_FF, N_EMBD],
+            TensorType::F32,
+            random(&mut rng, N_FF * N_EMBD, 0.2),
+        );
+        w.tensor(
+            &name("ffn_up"),
+            &[N_FF, N_EMBD],
+            TensorType::F32,
+            random(&mut rng, N_FF * N_EMBD, 0.2),
+        );
+        w.tensor(
+            &name("ffn_down"),
+            &[N_EMBD, N_FF],
+            TensorType::F32,
+            random(&mut rng, N_EMBD * N_FF, 0.2),
+        );
     }
-    w.tensor("output_norm.weight", &[N_EMBD], TensorType::F32, vec![1.0; N_EMBD]);
-    w.tensor("output.weight", &[n_vocab, N_EMBD], TensorType::F16, random(&mut rng, n_vocab * N_EMBD, 0.1));
+    w.tensor(
+        "output_norm.weight",
+        &[N_EMBD],
+        TensorType::F32,
+        vec![1.0; N_EMBD],
+    );
+    w.tensor(
+        "output.weight",
+        &[n_vocab, N_EMBD],
+        TensorType::F16,
+        random(&mut rng, n_vocab * N_EMBD, 0.1),
+    );
     let mut out = BufWriter::new(File::create(path)?);
     w.write(&mut out)?;
     io::Write::flush(&mut out)

@@ -47,7 +47,10 @@ fn scoring_ranks_every_candidate_once() {
         let mut expected = r.candidate_ids();
         expected.sort_unstable();
         assert_eq!(ids, expected, "{n} candidates");
-        assert!(ranking.scores.windows(2).all(|w| w[0] >= w[1]), "scores sorted");
+        assert!(
+            ranking.scores.windows(2).all(|w| w[0] >= w[1]),
+            "scores sorted"
+        );
         assert!(ranking.scores.iter().all(|s| s.is_finite() && *s <= 0.0));
         if n <= 10 {
             assert_eq!(ranking.dropped_history, 0);
@@ -66,18 +69,39 @@ fn scoring_ranks_every_candidate_once() {
 fn scores_do_not_depend_on_batching() {
     let path = tiny_model("batching", None);
     registry::load("batch-big", path.to_str().unwrap(), &Options::default()).unwrap();
-    let small = Options { n_batch: Some(16), ..Options::default() };
+    let small = Options {
+        n_batch: Some(16),
+        ..Options::default()
+    };
     registry::load("batch-small", path.to_str().unwrap(), &small).unwrap();
     let r = request(70, 5);
-    let big = rank(&registry::get("batch-big").unwrap(), &r, &Options::default()).unwrap();
-    let chunked = rank(&registry::get("batch-small").unwrap(), &r, &Options::default()).unwrap();
+    let big = rank(
+        &registry::get("batch-big").unwrap(),
+        &r,
+        &Options::default(),
+    )
+    .unwrap();
+    let chunked = rank(
+        &registry::get("batch-small").unwrap(),
+        &r,
+        &Options::default(),
+    )
+    .unwrap();
     let by_id = |ranking: &kvrec_llm::Ranking| {
-        let mut pairs: Vec<(i64, f64)> = ranking.ids.iter().copied().zip(ranking.scores.iter().copied()).collect();
+        let mut pairs: Vec<(i64, f64)> = ranking
+            .ids
+            .iter()
+            .copied()
+            .zip(ranking.scores.iter().copied())
+            .collect();
         pairs.sort_by_key(|p| p.0);
         pairs
     };
     for ((id, a), (_, b)) in by_id(&big).into_iter().zip(by_id(&chunked)) {
-        assert!((a - b).abs() <= 2e-3 * a.abs().max(1.0), "candidate {id}: {a} vs {b}");
+        assert!(
+            (a - b).abs() <= 2e-3 * a.abs().max(1.0),
+            "candidate {id}: {a} vs {b}"
+        );
     }
     registry::unload("batch-big").unwrap();
     registry::unload("batch-small").unwrap();
@@ -86,7 +110,10 @@ fn scores_do_not_depend_on_batching() {
 #[test]
 fn generation_returns_parsed_text() {
     let model = load("generate");
-    let options = Options { mode: Some(Mode::Generate), ..Options::default() };
+    let options = Options {
+        mode: Some(Mode::Generate),
+        ..Options::default()
+    };
     let ranking = rank(&model, &request(5, 3), &options).unwrap();
     let parsed = ranking.parsed.clone().unwrap();
     assert_eq!(parsed.ids, ranking.ids);
@@ -97,7 +124,10 @@ fn generation_returns_parsed_text() {
 #[test]
 fn long_history_is_dropped_to_fit_the_context() {
     let path = tiny_model("small-ctx", None);
-    let options = Options { n_ctx: Some(1024), ..Options::default() };
+    let options = Options {
+        n_ctx: Some(1024),
+        ..Options::default()
+    };
     registry::load("small-ctx", path.to_str().unwrap(), &options).unwrap();
     let model = registry::get("small-ctx").unwrap();
     let r = request(10, 20);
@@ -112,7 +142,10 @@ fn long_history_is_dropped_to_fit_the_context() {
 
 #[test]
 fn a_template_in_the_metadata_is_used() {
-    let spec = TemplateSpec { instruction: "Rank.".into(), ..TemplateSpec::default() };
+    let spec = TemplateSpec {
+        instruction: "Rank.".into(),
+        ..TemplateSpec::default()
+    };
     let path = tiny_model("templated", Some(&spec));
     let info = registry::load("templated", path.to_str().unwrap(), &Options::default()).unwrap();
     assert_eq!(info.template_source, "model");
@@ -143,6 +176,10 @@ fn bad_files_are_errors() {
     assert!(messages[0].contains("does not exist"));
     assert!(messages[1].contains("is empty"));
     assert!(messages[2].contains("not a GGUF"));
-    assert!(messages[3].contains("llama.cpp could not load"), "{}", messages[3]);
+    assert!(
+        messages[3].contains("llama.cpp could not load"),
+        "{}",
+        messages[3]
+    );
     assert!(registry::get("bad").is_err());
 }

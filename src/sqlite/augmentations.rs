@@ -6,13 +6,12 @@ use std::mem;
 use std::os::raw::c_int;
 
 use sqlite_loadable::prelude::*;
-use sqlite_loadable::table::{
-    BestIndexError, ConstraintOperator, IndexInfo, VTab, VTabArguments, VTabCursor,
-};
+use sqlite_loadable::table::{BestIndexError, IndexInfo, VTab, VTabArguments, VTabCursor};
 use sqlite_loadable::{api, Error};
 
 use super::call::{error_text, guarded};
 use super::prompt_fns::{augmented_json, CANDIDATES, HISTORY, OPTIONS, SEED, STRATEGY, USER};
+use super::table_args::{plan, TableArgs};
 use kvrec_core::augment::{augment_dataset, Strategy, DEFAULT_COPIES};
 use kvrec_core::error::{KvrecError, Result};
 use kvrec_core::options::Options;
@@ -55,34 +54,8 @@ impl<'vtab> VTab<'vtab> for AugmentationsTable {
         Ok((SCHEMA.to_owned(), AugmentationsTable { base }))
     }
 
-    /// Passes every equality constraint on an argument column to `filter`, recording in
-    /// `idx_num` which arguments were given (bit i = PARAMS[i]).
-    fn best_index(&self, mut info: IndexInfo) -> core::result::Result<(), BestIndexError> {
-        let mut given = Vec::new();
-        for constraint in info.constraints() {
-            let column = constraint.column_idx();
-            let Some(arg) = usize::try_from(column)
-                .ok()
-                .and_then(|c| c.checked_sub(FIRST_ARG))
-            else {
-                continue;
-            };
-            if !constraint.usable() || constraint.op() != Some(ConstraintOperator::EQ) {
-                return Err(BestIndexError::Constraint);
-            }
-            given.push((arg, constraint));
-        }
-        given.sort_by_key(|(arg, _)| *arg);
-        let mut mask = 0;
-        for (argv, (arg, constraint)) in given.iter_mut().enumerate() {
-            constraint.set_argv_index(argv as i32 + 1);
-            constraint.set_omit(true);
-            mask |= 1 << *arg;
-        }
-        info.set_idxnum(mask);
-        info.set_estimated_cost(1000.0);
-        info.set_estimated_rows(5);
-        Ok(())
+    fn best_index(&self, info: IndexInfo) -> core::result::Result<(), BestIndexError> {
+        plan(info, FIRST_ARG)
     }
 
     fn open(&mut self) -> sqlite_loadable::Result<AugmentationsCursor> {
@@ -109,56 +82,7 @@ pub struct AugmentationsCursor {
     index: usize,
 }
 
-/// The call's arguments, looked up by parameter name whatever subset was given.
-struct CallArgs<'a> {
-    mask: c_int,
-    values: &'a [*mut sqlite3_value],
-}
-
-impl CallArgs<'_> {
-    fn value(&self, param: usize) -> Option<*mut sqlite3_value> {
-        if self.mask & (1 << param) == 0 {
-            return None;
-        }
-        let position = (0..param).filter(|p| self.mask & (1 << p) != 0).count();
-        self.values.get(position).copied()
-    }
-
-    fn text(&self, param: usize, expected: &'static str) -> Result<Option<&str>> {
-        let arg = PARAMS[param].trim_end_matches('?');
-        match self.value(param) {
-            None => Ok(None),
-            Some(v) if api::value_type(&v) == api::ValueType::Null => Ok(None),
-            Some(v) => api::value_text(&v)
-                .map(Some)
-                .map_err(|_| KvrecError::NotUtf8 { arg, expected }),
-        }
-    }
-
-    fn required(&self, param: usize, expected: &'static str) -> Result<&str> {
-        let arg = PARAMS[param];
-        self.text(param, expected)?
-            .ok_or(KvrecError::NullArgument { arg, expected })
-    }
-
-    fn int(&self, param: usize, expected: &'static str) -> Result<Option<i64>> {
-        let arg = PARAMS[param].trim_end_matches('?');
-        match self.value(param) {
-            None => Ok(None),
-            Some(v) => match api::value_type(&v) {
-                api::ValueType::Null => Ok(None),
-                api::ValueType::Integer => Ok(Some(api::value_int64(&v))),
-                _ => Err(KvrecError::WrongType {
-                    arg,
-                    expected,
-                    got: "a non-INTEGER value".into(),
-                }),
-            },
-        }
-    }
-}
-
-fn compute_rows(args: &CallArgs) -> Result<Vec<Row>> {
+fn compute_rows(args: &TableArgs) -> Result<Vec<Row>> {
     let request = Request::from_json_texts(
         args.required(0, USER)?,
         args.required(1, HISTORY)?,
@@ -216,9 +140,10 @@ impl VTabCursor for AugmentationsCursor {
     ) -> sqlite_loadable::Result<()> {
         self.index = 0;
         self.rows.clear();
-        let args = CallArgs {
+        let args = TableArgs {
             mask: idx_num,
             values,
+            params: &PARAMS,
         };
         match guarded(|| compute_rows(&args)) {
             Ok(rows) => {

@@ -24,7 +24,20 @@ pub struct Args<'a> {
     params: &'static [&'static str],
 }
 
-impl Args<'_> {
+impl<'a> Args<'a> {
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The arguments from `skip` on, named by `params` (for overloads such as
+    /// `recommend(user, history, candidates)` next to `recommend(model, user, …)`).
+    pub fn tail(&self, skip: usize, params: &'static [&'static str]) -> Args<'a> {
+        Args {
+            values: &self.values[skip.min(self.values.len())..],
+            params,
+        }
+    }
+
     fn param(&self, i: usize) -> &'static str {
         self.params
             .get(i)

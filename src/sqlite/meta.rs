@@ -15,14 +15,31 @@ pub fn debug(_: &Args) -> Result<Output> {
     } else {
         "release"
     };
+    let features: Vec<&str> = [
+        ("cuda", cfg!(feature = "cuda")),
+        ("vulkan", cfg!(feature = "vulkan")),
+        ("dynamic-backends", cfg!(feature = "dynamic-backends")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    let devices = kvrec_llm::devices();
     Ok(Output::Text(format!(
         "kvrec v{version}\n\
          template: {TEMPLATE_FORMAT} v{TEMPLATE_VERSION}\n\
-         build: {profile}, {arch}-{os}\n\
-         sqlite binding: sqlite-loadable 0.0.6-alpha.6",
+         build: {profile}, {arch}-{os}, features: [{features}]\n\
+         sqlite binding: sqlite-loadable 0.0.6-alpha.6\n\
+         llama.cpp: llama-cpp-2 0.1.160\n\
+         devices: {devices}",
         version = env!("CARGO_PKG_VERSION"),
         arch = std::env::consts::ARCH,
         os = std::env::consts::OS,
+        features = features.join(", "),
+        devices = if devices.is_empty() {
+            "none found".into()
+        } else {
+            devices.join("; ")
+        },
     )))
 }
 

@@ -6,7 +6,11 @@
 mod augmentations;
 pub mod call;
 mod meta;
+mod model_fns;
+mod models_table;
 mod prompt_fns;
+mod recommend_each;
+mod table_args;
 
 use sqlite_loadable::prelude::*;
 use sqlite_loadable::{define_table_function, Error};
@@ -55,6 +59,31 @@ fn register(db: *mut sqlite3) -> sqlite_loadable::Result<()> {
         prompt_fns::augment,
     )?;
     define_table_function::<augmentations::AugmentationsTable>(db, "kvrec_augmentations", None)?;
+    // Model functions read files and registry state: neither deterministic nor innocuous.
+    let model = FunctionFlags::UTF8 | FunctionFlags::DIRECTONLY;
+    scalar(
+        db,
+        "kvrec_load_model",
+        &["name", "path", "options?"],
+        model,
+        model_fns::load,
+    )?;
+    scalar(
+        db,
+        "kvrec_unload_model",
+        &["name"],
+        model,
+        model_fns::unload,
+    )?;
+    scalar(
+        db,
+        "recommend",
+        &["model?", "user", "history", "candidates", "options?"],
+        model,
+        model_fns::recommend,
+    )?;
+    define_table_function::<models_table::ModelsTable>(db, "kvrec_models", None)?;
+    define_table_function::<recommend_each::RecommendEachTable>(db, "recommend_each", None)?;
     Ok(())
 }
 
