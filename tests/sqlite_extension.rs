@@ -10,14 +10,7 @@ use kvrec_core::augment::{augment, Strategy};
 use kvrec_core::{Request, TemplateSpec};
 
 fn open() -> Connection {
-    let db = Connection::open_in_memory().unwrap();
-    unsafe {
-        db.load_extension_enable().unwrap();
-        db.load_extension(common::extension_path(), None::<&str>)
-            .expect("extension loads");
-        db.load_extension_disable().unwrap();
-    }
-    db
+    common::connect(None)
 }
 
 fn text(db: &Connection, sql: &str) -> rusqlite::Result<String> {

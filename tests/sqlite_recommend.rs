@@ -13,14 +13,7 @@ use common::{CANDIDATES, HISTORY, USER};
 use kvrec_core::TemplateSpec;
 
 fn open() -> Connection {
-    let db = Connection::open_in_memory().unwrap();
-    unsafe {
-        db.load_extension_enable().unwrap();
-        db.load_extension(common::extension_path(), None::<&str>)
-            .unwrap();
-        db.load_extension_disable().unwrap();
-    }
-    db
+    common::connect(None)
 }
 
 fn tiny(template: Option<&TemplateSpec>, name: &str) -> PathBuf {

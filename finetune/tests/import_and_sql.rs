@@ -157,14 +157,7 @@ fn run_sql_file(db: &Connection, file: &str, params: &[(&str, i64)]) -> Vec<Vec<
 }
 
 fn open_with_extension(path: &Path) -> Connection {
-    let db = Connection::open(path).unwrap();
-    unsafe {
-        db.load_extension_enable().unwrap();
-        db.load_extension(common::extension_path(), None::<&str>)
-            .unwrap();
-        db.load_extension_disable().unwrap();
-    }
-    db
+    common::connect(Some(path))
 }
 
 #[test]

@@ -42,3 +42,21 @@ pub fn repo_root() -> PathBuf {
         .expect("the workspace root holds migrations/")
         .to_path_buf()
 }
+
+/// A connection to `path` (`:memory:` when `None`) with the built extension loaded, as a host
+/// application would load it.
+pub fn connect(path: Option<&std::path::Path>) -> rusqlite::Connection {
+    let db = match path {
+        Some(p) => rusqlite::Connection::open(p),
+        None => rusqlite::Connection::open_in_memory(),
+    }
+    .unwrap();
+    // SAFETY: loading the extension this workspace just built; loading is switched off after.
+    unsafe {
+        db.load_extension_enable().unwrap();
+        db.load_extension(extension_path(), None::<&str>)
+            .expect("extension loads");
+        db.load_extension_disable().unwrap();
+    }
+    db
+}
