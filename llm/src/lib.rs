@@ -3,6 +3,7 @@
 //! tests use ([`gguf`], [`tiny`]).
 
 pub mod gguf;
+pub mod llama_file;
 pub mod logs;
 pub mod model;
 pub mod rank;
