@@ -33,7 +33,13 @@ fn kvrec_version_and_debug() {
         debug.starts_with(&format!("kvrec v{}", env!("CARGO_PKG_VERSION"))),
         "{debug}"
     );
-    assert!(debug.contains("template: kvrec-instructmk v1"), "{debug}");
+    assert!(
+        debug.contains(&format!(
+            "template: kvrec-instructmk v{}",
+            kvrec_core::template::TEMPLATE_VERSION
+        )),
+        "{debug}"
+    );
 }
 
 #[test]

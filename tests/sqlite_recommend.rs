@@ -68,7 +68,8 @@ fn kvrec_load_model_lists_and_unloads() {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .unwrap();
-    assert_eq!(row, ("llama".into(), 1024, 1, "default".into()));
+    let version = i64::from(kvrec_core::template::TEMPLATE_VERSION);
+    assert_eq!(row, ("llama".into(), 1024, version, "default".into()));
     let name: String = db
         .query_row("SELECT kvrec_unload_model('listed')", [], |r| r.get(0))
         .unwrap();

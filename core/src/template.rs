@@ -14,8 +14,8 @@ use crate::request::{history_keys, Request};
 
 /// Identifies the template family; a spec with another format is refused.
 pub const TEMPLATE_FORMAT: &str = "kvrec-instructmk";
-/// The newest spec version this build renders.
-pub const TEMPLATE_VERSION: u32 = 1;
+/// The newest spec version this build renders (2 added `candidate_id`).
+pub const TEMPLATE_VERSION: u32 = 2;
 /// GGUF metadata key under which the finetune crate stores the spec as JSON.
 pub const TEMPLATE_METADATA_KEY: &str = "kvrec.template";
 /// The paper's history length (|S_U| = 20).
@@ -42,6 +42,19 @@ pub struct TemplateSpec {
     pub answer_separator: String,
     /// Only the most recent `max_history` history items are rendered.
     pub max_history: usize,
+    /// Where a candidate's id goes: `first` (`48: Title (keys)`, the paper's layout) or
+    /// `last` (`Title (keys) id: 48`). A causal model reads a candidate's keys before its id
+    /// in the `last` layout, so the id's own tokens can carry what the keys say about it.
+    pub candidate_id: CandidateIdPosition,
+}
+
+/// See [`TemplateSpec::candidate_id`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CandidateIdPosition {
+    #[default]
+    First,
+    Last,
 }
 
 impl Default for TemplateSpec {
@@ -78,6 +91,7 @@ impl Default for TemplateSpec {
             list_separator: "; ".into(),
             answer_separator: ", ".into(),
             max_history: DEFAULT_MAX_HISTORY,
+            candidate_id: CandidateIdPosition::First,
         }
     }
 }
@@ -168,21 +182,37 @@ impl TemplateSpec {
             if i > 0 {
                 out.push_str(&self.list_separator);
             }
-            out.push_str(&c.id.to_string());
+            let id_first = self.candidate_id == CandidateIdPosition::First;
+            if id_first {
+                out.push_str(&c.id.to_string());
+            }
+            let mut title = None;
             let mut extras = Vec::new();
             for kv in &c.fields {
                 let text = self.neutralize(&value_text(&kv.value));
                 if kv.key == "title" {
-                    out.push_str(": ");
-                    out.push_str(&text);
+                    title = Some(text);
                 } else {
                     extras.push(format!("{}: {text}", humanize(&kv.key, false)));
                 }
             }
+            let mut parts: Vec<String> = Vec::new();
+            if let Some(title) = title {
+                parts.push(title);
+            }
             if !extras.is_empty() {
-                out.push_str(" (");
-                out.push_str(&extras.join(", "));
-                out.push(')');
+                parts.push(format!("({})", extras.join(", ")));
+            }
+            if id_first {
+                // `48: Title (keys)`, or `48 (keys)` without a title.
+                if !parts.is_empty() {
+                    let rest = parts.join(" ");
+                    out.push_str(if rest.starts_with('(') { " " } else { ": " });
+                    out.push_str(&rest);
+                }
+            } else {
+                parts.push(format!("id: {}", c.id));
+                out.push_str(&parts.join(" "));
             }
         }
         out.push_str("]\n\n");
@@ -220,6 +250,19 @@ impl TemplateSpec {
             .map(i64::to_string)
             .collect::<Vec<_>>()
             .join(&self.answer_separator)
+    }
+
+    /// The text scoring asks the model for: a candidate as the answer's first item. The
+    /// separator's trailing whitespace is left out because a BPE tokenizer glues it to the
+    /// next id (" 661"), so a lone trailing space never occurs in training answers.
+    pub fn answer_prefix(&self, id: i64) -> String {
+        let separator = self.answer_separator.trim_end();
+        let separator = if separator.is_empty() {
+            self.answer_separator.as_str()
+        } else {
+            separator
+        };
+        format!("{id}{separator}")
     }
 
     /// Makes a value unable to forge template structure: no line breaks or control

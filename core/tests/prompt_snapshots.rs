@@ -4,6 +4,7 @@
 mod common;
 
 use kvrec_core::augment::{augment, augment_dataset, Strategy};
+use kvrec_core::template::CandidateIdPosition;
 use kvrec_core::{target_ids, Request, TemplateSpec};
 
 fn render_copy(request: &Request, strategy: &str, seed: u64, copy: usize) -> String {
@@ -28,6 +29,50 @@ fn answer_puts_positive_first_then_input_order() {
     let request = common::request();
     let ids = target_ids(&request, 914).unwrap();
     insta::assert_snapshot!(TemplateSpec::default().render_answer(&ids), @"914, 1193, 661, 3408, 2355");
+}
+
+#[test]
+fn answer_prefix_ends_at_the_separator_without_its_trailing_space() {
+    let spec = TemplateSpec::default();
+    assert_eq!(spec.answer_prefix(914), "914,");
+    assert!(spec
+        .render_answer(&[914, 1193])
+        .starts_with(&spec.answer_prefix(914)));
+    let spaced = TemplateSpec {
+        answer_separator: " ".into(),
+        ..TemplateSpec::default()
+    };
+    assert_eq!(
+        spaced.answer_prefix(7),
+        "7 ",
+        "an all-space separator is kept"
+    );
+}
+
+#[test]
+fn candidate_ids_can_follow_their_keys() {
+    let request = Request::from_json_texts(
+        r#"{"gender":"female"}"#,
+        r#"[{"title":"Heat (1995)"}]"#,
+        r#"[{"id":10,"title":"Babe (1995)","co_watch":17,"co_watch_rank":1},{"id":11,"popularity":3},{"id":12}]"#,
+    )
+    .unwrap();
+    let last = TemplateSpec {
+        candidate_id: CandidateIdPosition::Last,
+        ..TemplateSpec::default()
+    };
+    let prompt = last.render_prompt(&request);
+    let line = prompt
+        .lines()
+        .find(|l| l.starts_with("Candidate set"))
+        .unwrap();
+    insta::assert_snapshot!(line, @"Candidate set: [Babe (1995) (co watch: 17, co watch rank: 1) id: 10; (popularity: 3) id: 11; id: 12]");
+    let first = TemplateSpec::default().render_prompt(&request);
+    let line = first
+        .lines()
+        .find(|l| l.starts_with("Candidate set"))
+        .unwrap();
+    insta::assert_snapshot!(line, @"Candidate set: [10: Babe (1995) (co watch: 17, co watch rank: 1); 11 (popularity: 3); 12]");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Ranking candidates with a model.
 //!
 //! Scoring (the default) evaluates the prompt once, shared by up to [`crate::model::MAX_SEQUENCES`]
-//! sequences, then decodes every candidate's answer prefix (`<id><separator>`) as its own
+//! sequences, then decodes every candidate's answer prefix (`<id>,`) as its own
 //! sequence in one batch; a candidate's score is the log-probability that the answer starts
 //! with it. The result is always a permutation of the candidates. Generation decodes greedily
 //! and parses the text, as the paper does.
@@ -159,7 +159,7 @@ fn score(
     let continuations: Vec<Vec<LlamaToken>> = request
         .candidates
         .iter()
-        .map(|c| model.tokenize(&format!("{}{}", c.id, spec.answer_separator), false))
+        .map(|c| model.tokenize(&spec.answer_prefix(c.id), false))
         .collect();
     let longest = continuations.iter().map(Vec::len).max().unwrap_or(0);
     if longest > n_batch {
