@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use kvrec_core::rng::Rng;
 use kvrec_core::Request;
 
+use crate::cowatch::{CoWatch, CoWatchParams};
 use crate::protocol::{popularity, Instance, Sequence};
 
 /// Anything that scores a request's candidates (higher = more likely next).
@@ -64,9 +65,7 @@ impl Scorer for PopularityScorer {
 /// Item-to-item co-occurrence: how often a candidate was watched within `window` positions of
 /// each history item in the training sequences, summed over the history; popularity breaks ties.
 pub struct CoOccurrenceScorer {
-    window: usize,
-    pairs: HashMap<(i64, i64), u32>,
-    popularity: PopularityScorer,
+    table: CoWatch,
     /// Weight of the i-th most recent history item is `decay^i` (1.0: all equal).
     pub decay: f64,
     /// Divide by the candidate's popularity to this power (0.0: raw counts).
@@ -75,19 +74,8 @@ pub struct CoOccurrenceScorer {
 
 impl CoOccurrenceScorer {
     pub fn new(sequences: &[Sequence], window: usize) -> Self {
-        let mut pairs: HashMap<(i64, i64), u32> = HashMap::new();
-        for s in sequences {
-            for (i, &a) in s.items.iter().enumerate() {
-                for &b in s.items.iter().skip(i + 1).take(window) {
-                    *pairs.entry((a, b)).or_default() += 1;
-                    *pairs.entry((b, a)).or_default() += 1;
-                }
-            }
-        }
         CoOccurrenceScorer {
-            window,
-            pairs,
-            popularity: PopularityScorer::new(sequences),
+            table: CoWatch::new(sequences, window),
             decay: 1.0,
             normalize: 0.0,
         }
@@ -98,28 +86,23 @@ impl Scorer for CoOccurrenceScorer {
     fn name(&self) -> String {
         format!(
             "co-occurrence (window {}, decay {}, norm {})",
-            self.window, self.decay, self.normalize
+            self.table.window, self.decay, self.normalize
         )
     }
 
-    fn scores(&self, instance: &Instance, request: &Request) -> Vec<f64> {
+    fn scores(&self, _: &Instance, request: &Request) -> Vec<f64> {
         let history: Vec<i64> = request.history.iter().filter_map(|h| h.id).collect();
-        let popularity = self.popularity.scores(instance, request);
+        let params = CoWatchParams {
+            window: self.table.window,
+            decay: self.decay,
+            normalize: self.normalize,
+        };
         request
             .candidates
             .iter()
-            .zip(popularity)
-            .map(|(c, pop)| {
-                let co: f64 = history
-                    .iter()
-                    .rev()
-                    .enumerate()
-                    .map(|(age, &h)| {
-                        f64::from(self.pairs.get(&(h, c.id)).copied().unwrap_or(0))
-                            * self.decay.powi(age as i32)
-                    })
-                    .sum();
-                co / (pop + 1.0).powf(self.normalize) + pop * 1e-6
+            .map(|c| {
+                self.table.score(&history, c.id, &params, None)
+                    + f64::from(self.table.popularity(c.id)) * 1e-6
             })
             .collect()
     }

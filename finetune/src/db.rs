@@ -6,9 +6,13 @@ use anyhow::{Context, Result};
 use rusqlite::{params, Connection};
 
 use crate::movielens::Dataset;
+use crate::protocol::{Instance, Split};
 
 /// Schema migrations in order; `PRAGMA user_version` records how many were applied.
-const MIGRATIONS: [&str; 1] = [include_str!("../../migrations/0001_movielens.sql")];
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../../migrations/0001_movielens.sql"),
+    include_str!("../../migrations/0002_requests.sql"),
+];
 
 /// Brings `db` up to the newest schema.
 pub fn migrate(db: &Connection) -> Result<()> {
@@ -61,4 +65,33 @@ pub fn import(path: &Path, data: &Dataset) -> Result<Imported> {
         movies: data.movies.len(),
         ratings: data.ratings.len(),
     })
+}
+
+/// Replaces the `requests` table's rows with `instances`, in one transaction.
+pub fn write_requests(path: &Path, instances: &[&Instance]) -> Result<usize> {
+    let mut db = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    migrate(&db)?;
+    let tx = db.transaction()?;
+    tx.execute("DELETE FROM requests", [])?;
+    {
+        let mut insert = tx.prepare(
+            "INSERT INTO requests(user_id, split, user, history, candidates, positive) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for i in instances {
+            let split = match i.split {
+                Split::Train => "train",
+                Split::Test => "test",
+            };
+            insert.execute(params![
+                i.user_id,
+                split,
+                i.user.to_string(),
+                i.history.to_string(),
+                i.candidates.to_string(),
+                i.positive
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(instances.len())
 }

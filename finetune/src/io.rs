@@ -39,15 +39,32 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
 }
 
 /// Requests from a SQLite table with columns `user_id, user, history, candidates, positive`
-/// (JSON text), e.g. one made from `temp.kvrec_requests` of sql/requests.sql.
+/// (JSON text), e.g. one made from `temp.kvrec_requests` of sql/requests.sql. A table with a
+/// `split` column (as `data --sqlite` writes) gives its test rows only.
 pub fn read_sqlite(path: &Path, table: &str) -> Result<Vec<Instance>> {
     let db =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("opening {}", path.display()))?;
     let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+    let has_split: bool = db
+        .query_row(
+            &format!(
+                "SELECT count(*) FROM pragma_table_info('{}') WHERE name = 'split'",
+                table.replace('\'', "''")
+            ),
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .unwrap_or(false);
+    let filter = if has_split {
+        " WHERE split = 'test'"
+    } else {
+        ""
+    };
     let mut stmt = db
         .prepare(&format!(
-            "SELECT user_id, user, history, candidates, positive FROM {quoted}"
+            "SELECT user_id, user, history, candidates, positive FROM {quoted}{filter}"
         ))
         .with_context(|| {
             format!("{table} needs columns user_id, user, history, candidates, positive")

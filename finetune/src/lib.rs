@@ -1,13 +1,15 @@
 //! kvrec-finetune: MovieLens (or any key-value tables) → SQLite → InstructMK instruction data,
-//! and the evaluation (and, next, the training) built on it. The prompt, answer and
+//! training from scratch (candle) to a GGUF, and the evaluation built on it. The prompt, answer and
 //! augmentation code is kvrec-core's, so training data and SQL serving cannot drift apart.
 
 pub mod baselines;
 pub mod bench;
+pub mod cowatch;
 pub mod db;
 pub mod eval;
 pub mod io;
 pub mod metrics;
 pub mod movielens;
 pub mod protocol;
+pub mod train;
 pub mod training_data;

@@ -6,9 +6,13 @@ use clap::{Parser, Subcommand};
 use kvrec_core::options::Mode;
 use serde_json::json;
 
+use kvrec_core::template::{CandidateIdPosition, TemplateSpec};
 use kvrec_finetune::baselines::{CoOccurrenceScorer, PopularityScorer, RandomScorer, Scorer};
 use kvrec_finetune::protocol::{ProtocolConfig, Sequence, CANDIDATE_KEYS};
+use kvrec_finetune::train::{self, TrainConfig};
+use kvrec_finetune::training_data::TrainingRow;
 use kvrec_finetune::{bench, db, eval, io, movielens, protocol, training_data};
+use kvrec_llm::gguf::TensorType;
 
 /// kvrec's data, training and evaluation tool.
 #[derive(Parser)]
@@ -53,9 +57,81 @@ enum Command {
         /// Enhanced copies per original (the paper's 1:4).
         #[arg(long, default_value_t = 4)]
         copies: usize,
-        /// Extra candidate keys: genres, year, popularity.
+        /// Extra candidate keys: genres, year, popularity, co_watch, co_watch_rank.
         #[arg(long, value_delimiter = ',')]
         candidate_keys: Vec<String>,
+        /// Training requests per user (targets at the second-to-last item and before it).
+        #[arg(long, default_value_t = 1)]
+        train_targets: usize,
+        /// Also write the train and test requests into this SQLite file's `requests` table.
+        #[arg(long)]
+        sqlite: Option<PathBuf>,
+    },
+    /// Train a llama-architecture model from scratch on training rows (candle, CPU).
+    Train {
+        /// Training rows: one or more train-<variant>.jsonl from `data`.
+        #[arg(long, required = true, value_delimiter = ',')]
+        data: Vec<PathBuf>,
+        /// Run folder: tokenizer.json, checkpoint, loss.csv, run.json.
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue from the checkpoint in --out (same options required).
+        #[arg(long)]
+        resume: bool,
+        /// Also write the GGUF here when training ends.
+        #[arg(long)]
+        gguf: Option<PathBuf>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 8192)]
+        vocab: usize,
+        #[arg(long, default_value_t = 256)]
+        d_model: usize,
+        #[arg(long, default_value_t = 4)]
+        layers: usize,
+        #[arg(long, default_value_t = 4)]
+        heads: usize,
+        #[arg(long, default_value_t = 704)]
+        ff: usize,
+        #[arg(long, default_value_t = 1024)]
+        context: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value_t = 1.0)]
+        epochs: f64,
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 50)]
+        warmup: usize,
+        #[arg(long, default_value_t = 200)]
+        checkpoint_every: usize,
+        /// Answer items that carry the loss (0 = all; 1 = the first id, what scoring reads).
+        #[arg(long, default_value_t = 0)]
+        loss_items: usize,
+        /// Separate output head instead of the one tied to the token embedding.
+        #[arg(long)]
+        untied: bool,
+        /// History items in the prompt (the template stored in the model).
+        #[arg(long, default_value_t = 20)]
+        max_history: usize,
+        /// Where candidate ids go in the prompt: first (the paper's layout) or last.
+        #[arg(long, default_value = "first")]
+        candidate_id: String,
+        /// Stop after this many steps of this call (checkpointed; continue with --resume).
+        #[arg(long)]
+        stop_after: Option<usize>,
+    },
+    /// Write a training run's latest checkpoint as a GGUF that llama.cpp and recommend() load.
+    Export {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// f16 (half the size) or f32.
+        #[arg(long, default_value = "f16")]
+        dtype: String,
+        #[arg(long, default_value = "kvrec")]
+        name: String,
     },
     /// Benchmark recommend() through SQLite against raw llama.cpp on the same prompts.
     Bench {
@@ -154,6 +230,8 @@ fn main() -> Result<()> {
             variants,
             copies,
             candidate_keys,
+            train_targets,
+            sqlite,
         } => {
             if let Some(bad) = candidate_keys
                 .iter()
@@ -172,12 +250,17 @@ fn main() -> Result<()> {
                 candidates,
                 test_users,
                 candidate_keys,
+                train_targets,
             };
             let data = protocol::build(&movielens::read(&from)?, &config);
             std::fs::create_dir_all(&out)?;
             io::write_jsonl(&out.join("train.jsonl"), &data.train)?;
             io::write_jsonl(&out.join("test.jsonl"), &data.test)?;
             io::write_jsonl(&out.join("train_sequences.jsonl"), &data.train_sequences)?;
+            if let Some(path) = &sqlite {
+                let all: Vec<_> = data.train.iter().chain(&data.test).collect();
+                db::write_requests(path, &all)?;
+            }
             let mut written = json!({});
             for variant in &variants {
                 let rows = training_data::rows(&data.train, variant, copies, seed)?;
@@ -223,6 +306,82 @@ fn main() -> Result<()> {
             } else {
                 println!("{}", bench::markdown(&rows));
             }
+        }
+        Command::Train {
+            data,
+            out,
+            resume,
+            gguf,
+            seed,
+            vocab,
+            d_model,
+            layers,
+            heads,
+            ff,
+            context,
+            batch,
+            epochs,
+            lr,
+            warmup,
+            checkpoint_every,
+            loss_items,
+            untied,
+            max_history,
+            candidate_id,
+            stop_after,
+        } => {
+            let candidate_id = match candidate_id.as_str() {
+                "first" => CandidateIdPosition::First,
+                "last" => CandidateIdPosition::Last,
+                other => bail!("unknown --candidate-id '{other}'; use first or last"),
+            };
+            let config = TrainConfig {
+                data: data.clone(),
+                seed,
+                vocab_size: vocab,
+                d_model,
+                layers,
+                heads,
+                ff,
+                context,
+                batch,
+                epochs,
+                lr,
+                warmup_steps: warmup,
+                weight_decay: 0.01,
+                loss_items,
+                tied: !untied,
+                checkpoint_every,
+                template: TemplateSpec {
+                    max_history,
+                    candidate_id,
+                    ..TemplateSpec::default()
+                },
+            };
+            let mut rows: Vec<TrainingRow> = Vec::new();
+            for path in &data {
+                rows.extend(io::read_jsonl::<TrainingRow>(path)?);
+            }
+            let summary = train::run(&config, &rows, &out, resume, stop_after, true)?;
+            eprintln!("{}", serde_json::to_string_pretty(&summary)?);
+            if let Some(path) = gguf {
+                train::export::export(&out, &path, TensorType::F16, "kvrec")?;
+                eprintln!("wrote {}", path.display());
+            }
+        }
+        Command::Export {
+            run,
+            out,
+            dtype,
+            name,
+        } => {
+            let kind = match dtype.as_str() {
+                "f16" => TensorType::F16,
+                "f32" => TensorType::F32,
+                other => bail!("unknown --dtype '{other}'; use f16 or f32"),
+            };
+            let shape = train::export::export(&run, &out, kind, &name)?;
+            eprintln!("wrote {} ({shape:?})", out.display());
         }
         Command::TinyModel { out, seed } => {
             kvrec_llm::tiny::write_tiny_llama(&out, seed, None)?;

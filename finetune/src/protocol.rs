@@ -9,6 +9,7 @@ use kvrec_core::rng::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::cowatch::{CoWatch, CoWatchParams};
 use crate::movielens::{Dataset, Movie};
 
 /// Every knob of the protocol; the defaults are the paper's.
@@ -20,8 +21,18 @@ pub struct ProtocolConfig {
     pub max_history: usize,
     pub candidates: usize,
     pub test_users: usize,
-    /// Extra candidate keys rendered next to each title: `genres`, `year`, `popularity`.
+    /// Extra candidate keys rendered next to each title: `genres`, `year`, `popularity`,
+    /// `co_watch` (see [`crate::cowatch`]) and `co_watch_rank` (1 = highest `co_watch` among
+    /// the request's candidates).
     pub candidate_keys: Vec<String>,
+    /// Training requests per user: targets at the second-to-last item, then the ones before
+    /// it (1 is the paper's leave-one-out).
+    #[serde(default = "one")]
+    pub train_targets: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for ProtocolConfig {
@@ -33,6 +44,7 @@ impl Default for ProtocolConfig {
             candidates: 10,
             test_users: 1000,
             candidate_keys: Vec::new(),
+            train_targets: 1,
         }
     }
 }
@@ -138,9 +150,15 @@ pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
     Rng::new(config.seed).shuffle(&mut test_order);
     let test_users: HashSet<i64> = test_order.into_iter().take(config.test_users).collect();
 
+    let co_watch = CoWatch::new(&train_sequences, CoWatchParams::default().window);
+    let own_sequences: HashMap<i64, Vec<i64>> = train_sequences
+        .iter()
+        .map(|s| (s.user_id, s.items.clone()))
+        .collect();
     let keys = CandidateKeys {
         movies: &movies,
         popularity: &popularity,
+        co_watch: &co_watch,
         wanted: &config.candidate_keys,
     };
     let mut out = ProtocolData {
@@ -153,10 +171,16 @@ pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
             .get(user_id)
             .map_or_else(|| json!({}), |u| user_json(u));
         let rated: HashSet<i64> = items.iter().map(|(m, _)| *m).collect();
-        for (split, target_index) in [
-            (Split::Train, items.len() - 2),
-            (Split::Test, items.len() - 1),
-        ] {
+        let own = own_sequences
+            .get(user_id)
+            .map(|items| CoWatch::of_sequence(items, co_watch.window));
+        let train_targets = (0..config.train_targets.max(1))
+            .map_while(|back| (items.len() - 2).checked_sub(back))
+            .filter(|&index| index > 0)
+            .map(|index| (Split::Train, index));
+        for (split, target_index) in
+            train_targets.chain(std::iter::once((Split::Test, items.len() - 1)))
+        {
             if split == Split::Test && !test_users.contains(user_id) {
                 continue;
             }
@@ -164,13 +188,22 @@ pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
                 Split::Train => 0x7472_6169_6e00_0000,
                 Split::Test => 0x7465_7374_0000_0000,
             };
-            let mut rng = Rng::fork(config.seed ^ salt, *user_id as u64);
+            // The paper's one target per user keeps its stream; earlier targets get their own.
+            let back = (items.len() - 2).saturating_sub(target_index) as u64;
+            let stream = if split == Split::Train && back > 0 {
+                (*user_id as u64) ^ (back << 40)
+            } else {
+                *user_id as u64
+            };
+            let mut rng = Rng::fork(config.seed ^ salt, stream);
             let positive = items[target_index].0;
             let start = target_index.saturating_sub(config.max_history);
             let history: Vec<Value> = items[start..target_index]
                 .iter()
                 .map(|(m, rating)| history_json(*m, *rating, &movies))
                 .collect();
+            let history_ids: Vec<i64> =
+                items[start..target_index].iter().map(|(m, _)| *m).collect();
             let mut candidate_ids = vec![positive];
             candidate_ids.extend(sample_negatives(
                 &universe,
@@ -184,12 +217,7 @@ pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
                 split,
                 user: user.clone(),
                 history: Value::Array(history),
-                candidates: Value::Array(
-                    candidate_ids
-                        .iter()
-                        .map(|&id| keys.candidate_json(id))
-                        .collect(),
-                ),
+                candidates: keys.candidates_json(&candidate_ids, &history_ids, own.as_ref()),
                 positive,
             };
             match split {
@@ -244,11 +272,36 @@ fn history_json(movie_id: i64, rating: i64, movies: &HashMap<i64, &Movie>) -> Va
 struct CandidateKeys<'a> {
     movies: &'a HashMap<i64, &'a Movie>,
     popularity: &'a HashMap<i64, usize>,
+    co_watch: &'a CoWatch,
     wanted: &'a [String],
 }
 
 impl CandidateKeys<'_> {
-    fn candidate_json(&self, id: i64) -> Value {
+    /// All candidates of one request; `co_watch_rank` needs them together.
+    fn candidates_json(&self, ids: &[i64], history: &[i64], own: Option<&CoWatch>) -> Value {
+        let mut candidates: Vec<Value> = ids
+            .iter()
+            .map(|&id| self.candidate_json(id, history, own))
+            .collect();
+        if self.wanted.iter().any(|k| k == "co_watch_rank") {
+            let params = CoWatchParams::default();
+            let scores: Vec<f64> = ids
+                .iter()
+                .map(|&id| self.co_watch.score(history, id, &params, own))
+                .collect();
+            for (candidate, score) in candidates.iter_mut().zip(&scores) {
+                // 1 = the most co-watched of this request's candidates; ties share a rank.
+                let rank = 1 + scores.iter().filter(|other| *other > score).count();
+                if let Value::Object(object) = candidate {
+                    object.insert("co_watch_rank".into(), json!(rank));
+                }
+            }
+        }
+        Value::Array(candidates)
+    }
+
+    /// `own` is the requesting user's training sequence, left out of the co-watch counts.
+    fn candidate_json(&self, id: i64, history: &[i64], own: Option<&CoWatch>) -> Value {
         let movie = self.movies.get(&id);
         let mut object = Map::new();
         object.insert("id".into(), json!(id));
@@ -261,6 +314,13 @@ impl CandidateKeys<'_> {
                 "genres" => json!(movie.map_or("", |m| m.genres.as_str())),
                 "year" => json!(movie.and_then(|m| m.year)),
                 "popularity" => json!(self.popularity.get(&id).copied().unwrap_or(0)),
+                // Tenths of the tuned co-occurrence score: an integer keeps the prompt short
+                // and still orders candidates almost as finely as the float.
+                "co_watch" => json!((10.0
+                    * self
+                        .co_watch
+                        .score(history, id, &CoWatchParams::default(), own))
+                .round() as i64),
                 _ => continue,
             };
             object.insert(key.clone(), value);
@@ -270,7 +330,7 @@ impl CandidateKeys<'_> {
 }
 
 /// The candidate keys `data --candidate-keys` understands.
-pub const CANDIDATE_KEYS: [&str; 3] = ["genres", "year", "popularity"];
+pub const CANDIDATE_KEYS: [&str; 5] = ["genres", "year", "popularity", "co_watch", "co_watch_rank"];
 
 impl Instance {
     /// The request as kvrec-core parses it.

@@ -83,7 +83,7 @@ fn imports_the_fixture_with_labels_and_latin1_titles() {
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2, "both migrations applied");
     drop(db);
     // Importing again replaces rows instead of duplicating them.
     db::import(&path, &movielens::read(&fixture_dir()).unwrap()).unwrap();
@@ -279,4 +279,43 @@ fn sqlite3_cli_renders_prompts_from_the_examples() {
         stdout.contains("still alive: v"),
         "the host survives the error: {stdout}"
     );
+}
+
+#[test]
+fn protocol_requests_go_into_sqlite_and_recommend_reads_them() {
+    use kvrec_finetune::protocol::{build, ProtocolConfig};
+    let path = import(&fixture_dir(), "requests");
+    let data = build(
+        &movielens::read(&fixture_dir()).unwrap(),
+        &ProtocolConfig {
+            candidates: 5,
+            candidate_keys: vec!["popularity".into(), "co_watch".into()],
+            ..ProtocolConfig::default()
+        },
+    );
+    let all: Vec<_> = data.train.iter().chain(&data.test).collect();
+    assert_eq!(db::write_requests(&path, &all).unwrap(), all.len());
+    // Written twice: the table holds one copy.
+    db::write_requests(&path, &all).unwrap();
+    let db = open_with_extension(&path);
+    assert_eq!(count(&db, "requests"), all.len() as i64);
+    // eval --sqlite reads the test split only, unchanged.
+    let read = kvrec_finetune::io::read_sqlite(&path, "requests").unwrap();
+    assert_eq!(read.len(), data.test.len());
+    for (a, b) in read.iter().zip(&data.test) {
+        assert_eq!(
+            (a.user_id, &a.candidates, a.positive),
+            (b.user_id, &b.candidates, b.positive)
+        );
+    }
+    // The stored keys reach the prompt as data.
+    let prompt: String = db
+        .query_row(
+            "SELECT kvrec_prompt(user, history, candidates) FROM requests WHERE split = 'test' LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(prompt.contains("co watch: "), "{prompt}");
+    assert!(prompt.contains("popularity: "), "{prompt}");
 }

@@ -274,3 +274,98 @@ fn random_baseline_is_near_chance_and_learned_ones_beat_it() {
         assert!(summary.hr1 <= summary.hr3 && summary.hr3 <= summary.hr5 && summary.hr5 <= 1.0);
     }
 }
+
+#[test]
+fn earlier_train_targets_walk_back_through_the_sequence() {
+    let data = synthetic(30, 80, 5);
+    let config = ProtocolConfig {
+        test_users: 5,
+        train_targets: 3,
+        ..ProtocolConfig::default()
+    };
+    let out = build(&data, &config);
+    let single = build(
+        &data,
+        &ProtocolConfig {
+            train_targets: 1,
+            ..config.clone()
+        },
+    );
+    let seqs = sequences(&data, 5);
+    for (user, items) in &seqs {
+        let items: Vec<i64> = items.iter().map(|(m, _)| *m).collect();
+        let mine: Vec<_> = out.train.iter().filter(|i| i.user_id == *user).collect();
+        let n = items.len();
+        let expected = (n - 2).min(3);
+        assert_eq!(mine.len(), expected, "user {user} with {n} items");
+        for (back, instance) in mine.iter().enumerate() {
+            assert_eq!(instance.positive, items[n - 2 - back]);
+            let history = ids(&instance.history);
+            assert_eq!(history.last(), Some(&items[n - 3 - back]));
+        }
+        // The paper's target keeps the same candidates as a one-target run.
+        let paper = single.train.iter().find(|i| i.user_id == *user).unwrap();
+        assert_eq!(mine[0], paper);
+    }
+    assert_eq!(out.test, single.test);
+}
+
+#[test]
+fn co_watch_key_leaves_out_the_users_own_sequence() {
+    // Two users watch 1 → 2 → 3 → 4 → 5 → 6; user 3 watches 1 → 7 → 3 → 8 → 9 → 6.
+    let mut data = synthetic(0, 10, 1);
+    for (user, items) in [
+        (1, [1, 2, 3, 4, 5, 6]),
+        (2, [1, 2, 3, 4, 5, 6]),
+        (3, [1, 7, 3, 8, 9, 6]),
+    ] {
+        data.users.push(User {
+            id: user,
+            gender: "male".into(),
+            age: "18-24".into(),
+            occupation: "writer".into(),
+            zip_code: "0".into(),
+        });
+        for (t, m) in items.iter().enumerate() {
+            data.ratings.push(Rating {
+                user_id: user,
+                movie_id: *m,
+                rating: 4,
+                ts: 1000 + t as i64,
+            });
+        }
+    }
+    let out = build(
+        &data,
+        &ProtocolConfig {
+            min_interactions: 1,
+            candidate_keys: vec!["co_watch".into()],
+            ..ProtocolConfig::default()
+        },
+    );
+    let co_watch_of = |instance: &kvrec_finetune::protocol::Instance, id: i64| {
+        instance
+            .candidates
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .map(|c| c["co_watch"].as_i64().unwrap())
+            .unwrap()
+    };
+    // User 1's train target is 5 after history 1..4: only user 2's sequence may count
+    // (user 3 never watched 5). With the user's own sequence it would be twice as large.
+    let train = out.train.iter().find(|i| i.user_id == 1).unwrap();
+    let own_left_out = co_watch_of(train, 5);
+    let user2 = out.train.iter().find(|i| i.user_id == 2).unwrap();
+    assert_eq!(
+        own_left_out,
+        co_watch_of(user2, 5),
+        "symmetric users see the same count"
+    );
+    assert!(own_left_out > 0);
+    let params = kvrec_finetune::cowatch::CoWatchParams::default();
+    let table = kvrec_finetune::cowatch::CoWatch::new(&out.train_sequences[1..2], params.window);
+    let expected = (10.0 * table.score(&[1, 2, 3, 4], 5, &params, None)).round() as i64;
+    assert_eq!(own_left_out, expected);
+}

@@ -1,0 +1,119 @@
+//! Checkpoints: weights and optimizer moments in one safetensors file, the step and the run's
+//! configuration beside it; the loss curve is cut back to the checkpoint on resume.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
+use kvrec_llm::llama_file::LlamaShape;
+use serde::{Deserialize, Serialize};
+
+use super::model::Transformer;
+use super::optimizer::AdamW;
+use super::TrainConfig;
+
+const WEIGHTS: &str = "checkpoint.safetensors";
+const STATE: &str = "checkpoint.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Saved {
+    pub step: usize,
+    pub config: TrainConfig,
+}
+
+pub fn save(
+    out: &Path,
+    model: &Transformer,
+    optimizer: &AdamW,
+    config: &TrainConfig,
+    step: usize,
+) -> Result<()> {
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (i, name) in model.names.iter().enumerate() {
+        tensors.insert(name.clone(), model.vars[i].as_tensor().clone());
+        tensors.insert(format!("adam.m.{name}"), optimizer.m[i].clone());
+        tensors.insert(format!("adam.v.{name}"), optimizer.v[i].clone());
+    }
+    // Written aside and renamed, so an interrupted save never leaves a broken checkpoint.
+    let tmp = out.join(format!("{WEIGHTS}.tmp"));
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, out.join(WEIGHTS))?;
+    let state = Saved {
+        step,
+        config: config.clone(),
+    };
+    std::fs::write(out.join(STATE), serde_json::to_string_pretty(&state)?)?;
+    Ok(())
+}
+
+/// The checkpoint in `out`, if there is one.
+pub fn latest(out: &Path) -> Result<Option<(PathBuf, Saved)>> {
+    let state = out.join(STATE);
+    if !state.exists() {
+        return Ok(None);
+    }
+    let saved: Saved = serde_json::from_str(&std::fs::read_to_string(&state)?)
+        .with_context(|| format!("reading {}", state.display()))?;
+    Ok(Some((out.join(WEIGHTS), saved)))
+}
+
+/// Weights only, e.g. for export.
+pub fn load_model(
+    path: &Path,
+    shape: LlamaShape,
+    tied: bool,
+) -> Result<(Transformer, HashMap<String, Tensor>)> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let weights = shape
+        .tensors()
+        .into_iter()
+        .map(|(name, dims)| {
+            let t = tensors
+                .get(&name)
+                .with_context(|| format!("checkpoint {} has no {name}", path.display()))?;
+            Ok((name, dims, t.flatten_all()?.to_vec1::<f32>()?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((Transformer::from_weights(shape, weights, tied)?, tensors))
+}
+
+pub fn load(path: &Path, shape: LlamaShape, config: &TrainConfig) -> Result<(Transformer, AdamW)> {
+    let (model, tensors) = load_model(path, shape, config.tied)?;
+    let moment = |kind: &str| -> Result<Vec<Tensor>> {
+        model
+            .names
+            .iter()
+            .map(|name| {
+                tensors
+                    .get(&format!("adam.{kind}.{name}"))
+                    .cloned()
+                    .with_context(|| format!("checkpoint has no optimizer state for {name}"))
+            })
+            .collect()
+    };
+    let saved = latest(path.parent().unwrap_or(Path::new(".")))?
+        .map(|(_, s)| s.step)
+        .unwrap_or(0);
+    let optimizer = AdamW::with_state(moment("m")?, moment("v")?, saved, config.weight_decay);
+    Ok((model, optimizer))
+}
+
+/// Loss-curve rows of steps before `step` (a resumed run rewrites the rest).
+pub fn loss_rows_before(csv: &Path, step: usize) -> Result<Vec<String>> {
+    if step == 0 || !csv.exists() {
+        return Ok(Vec::new());
+    }
+    Ok(std::fs::read_to_string(csv)?
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            line.split(',')
+                .next()
+                .and_then(|s| s.parse::<usize>().ok())
+                .is_some_and(|s| s <= step)
+        })
+        .map(str::to_string)
+        .collect())
+}
