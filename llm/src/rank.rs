@@ -1,8 +1,8 @@
 //! Ranking candidates with a model.
 //!
 //! Scoring (the default) evaluates the prompt once, shared by up to [`crate::model::MAX_SEQUENCES`]
-//! sequences, then decodes every candidate's answer prefix (`<id>,`) as its own
-//! sequence in one batch; a candidate's score is the log-probability that the answer starts
+//! sequences, with every candidate's answer prefix (`<id>,`) as its own sequence in the
+//! prompt's last batch (one decode call per request when they fit); a candidate's score is the log-probability that the answer starts
 //! with it. The result is always a permutation of the candidates. Generation decodes greedily
 //! and parses the text, as the paper does.
 //!
@@ -176,6 +176,51 @@ fn score(
     let seqs: Vec<i32> = (0..group_size as i32).collect();
     let mut scores = vec![0f64; request.candidates.len()];
 
+    let prefix_tokens: usize = continuations.iter().map(Vec::len).sum();
+    // Every candidate's prefix takes cache cells of its own next to the shared prompt.
+    if continuations.len() <= group_size
+        && prefix_tokens < n_batch
+        && n_prompt + prefix_tokens <= n_ctx
+    {
+        // One decode per request: a decode call costs about as much for ~50 candidate tokens
+        // as for a 700-token prompt, so the prefixes ride in the prompt's last batch.
+        model.with_context(|ctx| {
+            let tail = (n_batch - prefix_tokens).min(n_prompt);
+            let head = n_prompt - tail;
+            if head > 0 {
+                decode_prompt(ctx, &prompt[..head], &seqs, n_batch)?;
+            }
+            let mut batch = LlamaBatch::new(n_batch, seqs.len() as i32);
+            for (i, &token) in prompt[head..].iter().enumerate() {
+                batch
+                    .add(token, (head + i) as i32, &seqs, i + 1 == tail)
+                    .map_err(batch_error)?;
+            }
+            let last_prompt_row = batch.n_tokens() - 1;
+            let mut rows = Vec::new();
+            for (seq, tokens) in continuations.iter().enumerate() {
+                for (j, &token) in tokens.iter().enumerate() {
+                    let wants_logits = j + 1 < tokens.len();
+                    batch
+                        .add(token, (n_prompt + j) as i32, &[seq as i32], wants_logits)
+                        .map_err(batch_error)?;
+                    if wants_logits {
+                        rows.push((seq, batch.n_tokens() - 1, tokens[j + 1]));
+                    }
+                }
+            }
+            decode(ctx, &mut batch)?;
+            for (i, tokens) in continuations.iter().enumerate() {
+                scores[i] = log_softmax_at(ctx.get_logits_ith(last_prompt_row), tokens[0]);
+            }
+            for (candidate, row, next) in rows {
+                scores[candidate] += log_softmax_at(ctx.get_logits_ith(row), next);
+            }
+            Ok(())
+        })?;
+        return Ok(finish(request, scores, dropped, n_prompt));
+    }
+
     model.with_context(|ctx| {
         let first_logits = decode_prompt(ctx, &prompt, &seqs, n_batch)?;
         for (i, tokens) in continuations.iter().enumerate() {
@@ -228,17 +273,22 @@ fn score(
         Ok(())
     })?;
 
+    Ok(finish(request, scores, dropped, n_prompt))
+}
+
+/// Candidates sorted by score, best first.
+fn finish(request: &Request, scores: Vec<f64>, dropped: usize, n_prompt: usize) -> Ranking {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     // Stable: equal scores keep the input order.
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    Ok(Ranking {
+    Ranking {
         ids: order.iter().map(|&i| request.candidates[i].id).collect(),
         scores: order.iter().map(|&i| scores[i]).collect(),
         dropped_history: dropped,
         prompt_tokens: n_prompt,
         generated: None,
         parsed: None,
-    })
+    }
 }
 
 fn generate(
