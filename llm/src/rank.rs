@@ -197,25 +197,16 @@ fn score(
                     .map_err(batch_error)?;
             }
             let last_prompt_row = batch.n_tokens() - 1;
-            let mut rows = Vec::new();
-            for (seq, tokens) in continuations.iter().enumerate() {
-                for (j, &token) in tokens.iter().enumerate() {
-                    let wants_logits = j + 1 < tokens.len();
-                    batch
-                        .add(token, (n_prompt + j) as i32, &[seq as i32], wants_logits)
-                        .map_err(batch_error)?;
-                    if wants_logits {
-                        rows.push((seq, batch.n_tokens() - 1, tokens[j + 1]));
-                    }
-                }
-            }
+            let rows = add_prefixes(
+                &mut batch,
+                continuations.iter().map(Vec::as_slice).enumerate(),
+                n_prompt,
+            )?;
             decode(ctx, &mut batch)?;
             for (i, tokens) in continuations.iter().enumerate() {
                 scores[i] = log_softmax_at(ctx.get_logits_ith(last_prompt_row), tokens[0]);
             }
-            for (candidate, row, next) in rows {
-                scores[candidate] += log_softmax_at(ctx.get_logits_ith(row), next);
-            }
+            add_scores(ctx, &rows, &mut scores);
             Ok(())
         })?;
         return Ok(finish(request, scores, dropped, n_prompt));
@@ -245,23 +236,15 @@ fn score(
                 end += 1;
             }
             batch.clear();
-            let mut rows = Vec::new();
-            for (seq, &candidate) in pending[start..end].iter().enumerate() {
-                let tokens = &continuations[candidate];
-                for (j, &token) in tokens.iter().enumerate() {
-                    let wants_logits = j + 1 < tokens.len();
-                    batch
-                        .add(token, (n_prompt + j) as i32, &[seq as i32], wants_logits)
-                        .map_err(batch_error)?;
-                    if wants_logits {
-                        rows.push((candidate, batch.n_tokens() - 1, tokens[j + 1]));
-                    }
-                }
-            }
+            let rows = add_prefixes(
+                &mut batch,
+                pending[start..end]
+                    .iter()
+                    .map(|&c| (c, continuations[c].as_slice())),
+                n_prompt,
+            )?;
             decode(ctx, &mut batch)?;
-            for (candidate, row, next) in rows {
-                scores[candidate] += log_softmax_at(ctx.get_logits_ith(row), next);
-            }
+            add_scores(ctx, &rows, &mut scores);
             for seq in 0..(end - start) as i32 {
                 ctx.kv_cache_seq_rm(seq, Some(n_prompt as u32), None)
                     .map_err(|e| KvrecError::Backend {
@@ -274,6 +257,45 @@ fn score(
     })?;
 
     Ok(finish(request, scores, dropped, n_prompt))
+}
+
+/// A logits row of a decoded batch and the token it must predict, for one candidate.
+struct Prediction {
+    candidate: usize,
+    row: i32,
+    next: LlamaToken,
+}
+
+/// Adds each candidate's prefix after the prompt's `n_prompt` positions as sequence 0, 1, …
+/// (in iteration order); returns the rows whose logits score the prefix's later tokens.
+fn add_prefixes<'a>(
+    batch: &mut LlamaBatch,
+    prefixes: impl Iterator<Item = (usize, &'a [LlamaToken])>,
+    n_prompt: usize,
+) -> Result<Vec<Prediction>> {
+    let mut rows = Vec::new();
+    for (seq, (candidate, tokens)) in prefixes.enumerate() {
+        for (j, &token) in tokens.iter().enumerate() {
+            let wants_logits = j + 1 < tokens.len();
+            batch
+                .add(token, (n_prompt + j) as i32, &[seq as i32], wants_logits)
+                .map_err(batch_error)?;
+            if wants_logits {
+                rows.push(Prediction {
+                    candidate,
+                    row: batch.n_tokens() - 1,
+                    next: tokens[j + 1],
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn add_scores(ctx: &LlamaContext, rows: &[Prediction], scores: &mut [f64]) {
+    for p in rows {
+        scores[p.candidate] += log_softmax_at(ctx.get_logits_ith(p.row), p.next);
+    }
 }
 
 /// Candidates sorted by score, best first.
