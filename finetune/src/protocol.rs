@@ -150,6 +150,10 @@ pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
     Rng::new(config.seed).shuffle(&mut test_order);
     let test_users: HashSet<i64> = test_order.into_iter().take(config.test_users).collect();
 
+    let wants_co_watch = config
+        .candidate_keys
+        .iter()
+        .any(|k| k == "co_watch" || k == "co_watch_rank");
     let co_watch = CoWatch::new(&train_sequences, CoWatchParams::default().window);
     let own_sequences: HashMap<i64, Vec<i64>> = train_sequences
         .iter()
@@ -171,8 +175,10 @@ pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
             .get(user_id)
             .map_or_else(|| json!({}), |u| user_json(u));
         let rated: HashSet<i64> = items.iter().map(|(m, _)| *m).collect();
+        // Only the co-watch keys read the user's own pair counts.
         let own = own_sequences
             .get(user_id)
+            .filter(|_| wants_co_watch)
             .map(|items| CoWatch::of_sequence(items, co_watch.window));
         let train_targets = (0..config.train_targets.max(1))
             .map_while(|back| (items.len() - 2).checked_sub(back))
