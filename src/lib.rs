@@ -7,4 +7,5 @@
 
 pub use kvrec_core::*;
 
+mod pin;
 mod sqlite;

@@ -92,6 +92,7 @@ fn register(db: *mut sqlite3) -> sqlite_loadable::Result<()> {
 #[sqlite_entrypoint]
 pub fn sqlite3_kvrec_init(db: *mut sqlite3) -> sqlite_loadable::Result<()> {
     guarded(|| {
+        crate::pin::pin_library();
         register(db).map_err(|e| kvrec_core::error::KvrecError::Internal {
             detail: format!("registering functions failed: {}", e.result_error_message()),
         })
