@@ -175,7 +175,7 @@ fn concurrent_calls_give_the_serial_answers() {
             let (requests, serial) = (&requests, &serial);
             scope.spawn(move || {
                 let db = open();
-                for i in 0..60 {
+                for i in 0..200 {
                     let k = (i + t) % requests.len();
                     assert_eq!(answer(&db, &requests[k]), serial[k], "thread {t} call {i}");
                 }
