@@ -34,6 +34,13 @@ fn row(path: &str, latencies: &mut [f64], tokens: usize, total: f64) -> BenchRow
     }
 }
 
+/// What is timed: raw llama.cpp is the baseline the ratios are taken against.
+const PATHS: [&str; 3] = [
+    "raw llama.cpp prompt pass",
+    "kvrec rank() in process",
+    "SQLite recommend()",
+];
+
 /// Times raw prompt passes, in-process `rank`, and SQL `recommend()` on `instances`.
 pub fn run(
     model_path: &Path,
@@ -51,37 +58,6 @@ pub fn run(
         .collect::<kvrec_core::Result<Vec<_>>>()?;
     let call = Options::default();
 
-    // Warm up caches and the context pool on every path before timing.
-    kvrec_llm::prompt_pass(&model, &requests[0], &call)?;
-    let mut rows = Vec::new();
-
-    let (mut latencies, mut tokens, start) = (Vec::new(), 0, Instant::now());
-    for request in &requests {
-        let t = Instant::now();
-        tokens += kvrec_llm::prompt_pass(&model, request, &call)?;
-        latencies.push(t.elapsed().as_secs_f64());
-    }
-    let raw_total = start.elapsed().as_secs_f64();
-    rows.push(row(
-        "raw llama.cpp prompt pass",
-        &mut latencies,
-        tokens,
-        raw_total,
-    ));
-
-    let (mut latencies, start) = (Vec::new(), Instant::now());
-    for request in &requests {
-        let t = Instant::now();
-        kvrec_llm::rank(&model, request, &call)?;
-        latencies.push(t.elapsed().as_secs_f64());
-    }
-    rows.push(row(
-        "kvrec rank() in process",
-        &mut latencies,
-        tokens,
-        start.elapsed().as_secs_f64(),
-    ));
-
     let db = Connection::open_in_memory()?;
     // SAFETY: loading our own extension, built from this workspace.
     unsafe {
@@ -96,29 +72,57 @@ pub fn run(
         |_| Ok(()),
     )?;
     let mut stmt = db.prepare("SELECT recommend('bench', ?1, ?2, ?3)")?;
-    let texts: Vec<(String, String, String)> = instances
+    let texts: Vec<[String; 3]> = instances
         .iter()
         .map(|i| {
-            (
+            [
                 i.user.to_string(),
                 i.history.to_string(),
                 i.candidates.to_string(),
-            )
+            ]
         })
         .collect();
-    stmt.query_row(params![texts[0].0, texts[0].1, texts[0].2], |_| Ok(()))?;
-    let (mut latencies, start) = (Vec::new(), Instant::now());
-    for (u, h, c) in &texts {
-        let t = Instant::now();
-        stmt.query_row(params![u, h, c], |r| r.get::<_, String>(0))?;
-        latencies.push(t.elapsed().as_secs_f64());
+
+    // One timed call of path `p` on request `i`; returns the prompt's token count for raw.
+    let mut call_path = |p: usize, i: usize| -> Result<usize> {
+        match p {
+            0 => Ok(kvrec_llm::prompt_pass(&model, &requests[i], &call)?),
+            1 => kvrec_llm::rank(&model, &requests[i], &call)
+                .map(|_| 0)
+                .map_err(Into::into),
+            _ => {
+                let [u, h, c] = &texts[i];
+                stmt.query_row(params![u, h, c], |r| r.get::<_, String>(0))?;
+                Ok(0)
+            }
+        }
+    };
+    // Warm up caches and the context pools on every path before timing.
+    for p in 0..PATHS.len() {
+        call_path(p, 0)?;
     }
-    rows.push(row(
-        "SQLite recommend()",
-        &mut latencies,
-        tokens,
-        start.elapsed().as_secs_f64(),
-    ));
+    // The paths take turns on each request, in rotating order, so that the machine's drift
+    // (other load, frequency) reaches every path alike and the ratios stay comparable.
+    let mut latencies = vec![Vec::with_capacity(requests.len()); PATHS.len()];
+    let mut tokens = 0;
+    for i in 0..requests.len() {
+        for turn in 0..PATHS.len() {
+            let p = (i + turn) % PATHS.len();
+            let t = Instant::now();
+            let n = call_path(p, i)?;
+            latencies[p].push(t.elapsed().as_secs_f64());
+            tokens += n;
+        }
+    }
+    drop(stmt);
+    let rows = PATHS
+        .iter()
+        .zip(&mut latencies)
+        .map(|(name, l)| {
+            let total = l.iter().sum();
+            row(name, l, tokens, total)
+        })
+        .collect();
     kvrec_llm::registry::unload("bench")?;
     Ok(rows)
 }

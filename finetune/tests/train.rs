@@ -12,6 +12,7 @@ use kvrec_finetune::train::{self, bpe, checkpoint, model::Transformer, TrainConf
 use kvrec_finetune::training_data::{self, TrainingRow};
 use kvrec_llm::gguf::TensorType;
 use kvrec_llm::llama_file::LlamaShape;
+use kvrec_llm::trie::CandidateTrie;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kvrec-train-{name}-{}", std::process::id()));
@@ -144,12 +145,38 @@ fn exported_gguf_scores_like_the_training_forward() {
 
     let ranking = kvrec_llm::rank(&served, &request, &Options::default()).unwrap();
     let bos = bpe::token_id(&tokenizer, bpe::BOS).unwrap();
-    for (id, score) in ranking.ids.iter().zip(&ranking.scores) {
-        let mut ids = vec![bos];
-        ids.extend(&ours);
+    let mut prompt_ids = vec![bos];
+    prompt_ids.extend(&ours);
+    // The same constrained scores from candle's log-probabilities at each branching node.
+    let prefixes: Vec<Vec<i32>> = request
+        .candidates
+        .iter()
+        .map(|c| {
+            let ids = bpe::encode(&tokenizer, &config.template.answer_prefix(c.id)).unwrap();
+            ids.iter().map(|&t| t as i32).collect()
+        })
+        .collect();
+    let trie = CandidateTrie::new(&prefixes);
+    assert!(
+        !trie.to_decode().is_empty(),
+        "the fixture's ids share leading digits, so nodes past the prompt are scored too"
+    );
+    let expected = trie.scores(|at, token| {
+        let mut ids = prompt_ids.clone();
+        if let Some(node) = at {
+            ids.extend(
+                trie.lineage(node)
+                    .iter()
+                    .map(|&n| trie.nodes[n].token as u32),
+            );
+        }
         let from = ids.len();
-        ids.extend(bpe::encode(&tokenizer, &config.template.answer_prefix(*id)).unwrap());
-        let expected = model.continuation_logprob(&ids, from).unwrap();
+        ids.push(token as u32);
+        model.continuation_logprob(&ids, from).unwrap()
+    });
+    for (id, score) in ranking.ids.iter().zip(&ranking.scores) {
+        let at = request.candidates.iter().position(|c| c.id == *id).unwrap();
+        let expected = expected[at];
         assert!(
             (expected - score).abs() < 1e-2 + 1e-3 * expected.abs(),
             "candidate {id}: candle {expected} vs llama.cpp {score}"

@@ -9,6 +9,7 @@ pub mod model;
 pub mod rank;
 pub mod registry;
 pub mod tiny;
+pub mod trie;
 
 use kvrec_core::{KvrecError, Result};
 use llama_cpp_2::llama_backend::LlamaBackend;

@@ -1,10 +1,11 @@
 //! Ranking candidates with a model.
 //!
-//! Scoring (the default) evaluates the prompt once, shared by up to [`crate::model::MAX_SEQUENCES`]
-//! sequences, with every candidate's answer prefix (`<id>,`) as its own sequence in the
-//! prompt's last batch (one decode call per request when they fit); a candidate's score is the log-probability that the answer starts
-//! with it. The result is always a permutation of the candidates. Generation decodes greedily
-//! and parses the text, as the paper does.
+//! Scoring (the default) evaluates the prompt once and reads how likely the answer is to start
+//! with each candidate's `<id>,`, with the model's choice restricted to the candidates (see
+//! [`crate::trie`]): only the tokens where candidate ids part ways are decoded, as extra
+//! sequences in the prompt's last batch, so a request is one decode call when they fit. The
+//! result is always a permutation of the candidates. Generation decodes greedily and parses the
+//! text, as the paper does.
 //!
 //! Answers are tokenized apart from the prompt, in training and serving alike.
 
@@ -17,16 +18,20 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
+use std::collections::HashMap;
+
 use crate::logs;
 use crate::model::{detail, Model};
+use crate::trie::{At, CandidateTrie};
 
 /// A ranking and how it was made.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ranking {
     /// Candidate ids, best first.
     pub ids: Vec<i64>,
-    /// Log-probability of each ranked id being the answer's first item (scoring), or the
-    /// negated rank (generation), aligned with `ids`.
+    /// Log-probability of each ranked id being the answer's first item when the model may
+    /// only answer with a candidate (scoring; their exponentials sum to 1), or the negated
+    /// rank (generation), aligned with `ids`.
     pub scores: Vec<f64>,
     /// History items left out, oldest first, so the prompt fits the context.
     pub dropped_history: usize,
@@ -129,12 +134,6 @@ fn decode_prompt(
     Ok(ctx.get_logits_ith(batch.n_tokens() - 1).to_vec())
 }
 
-fn log_softmax_at(logits: &[f32], token: LlamaToken) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
-    f64::from(logits[token.0 as usize] - max) - sum.ln()
-}
-
 /// The baseline for benchmarks: one plain pass of llama.cpp over the request's prompt (the
 /// prompt `rank` would build), nothing else. Returns the number of prompt tokens.
 pub fn prompt_pass(model: &Model, request: &Request, options: &Options) -> Result<usize> {
@@ -156,36 +155,48 @@ fn score(
 ) -> Result<Ranking> {
     let n_ctx = model.load.n_ctx as usize;
     let n_batch = model.load.n_batch as usize;
-    let continuations: Vec<Vec<LlamaToken>> = request
+    let continuations: Vec<Vec<i32>> = request
         .candidates
         .iter()
-        .map(|c| model.tokenize(&spec.answer_prefix(c.id), false))
+        .map(|c| {
+            let tokens = model.tokenize(&spec.answer_prefix(c.id), false);
+            tokens.iter().map(|t| t.0).collect()
+        })
         .collect();
-    let longest = continuations.iter().map(Vec::len).max().unwrap_or(0);
-    if longest > n_batch {
+    let trie = CandidateTrie::new(&continuations);
+    let plan = DecodePlan::new(&trie);
+    if plan.deepest > n_batch {
         return Err(KvrecError::Internal {
-            detail: format!("a candidate id takes {longest} tokens, more than n_batch {n_batch}"),
+            detail: format!(
+                "candidate ids share {} leading tokens, more than n_batch {n_batch}",
+                plan.deepest
+            ),
         });
     }
-    let (prompt, dropped) = fit_prompt(model, request, spec, longest)?;
+    let (prompt, dropped) = fit_prompt(model, request, spec, plan.deepest)?;
     let n_prompt = prompt.len();
-    let group_size = request
-        .candidates
-        .len()
-        .min(model.load.n_seq_max() as usize);
-    let seqs: Vec<i32> = (0..group_size as i32).collect();
-    let mut scores = vec![0f64; request.candidates.len()];
+    let n_seq = model.load.n_seq_max() as usize;
+    let room = (n_ctx - n_prompt).min(n_batch);
+    let rounds = plan.rounds(n_seq, room);
+    let seqs: Vec<i32> =
+        (0..rounds.iter().map(Vec::len).max().unwrap_or(1).max(1) as i32).collect();
+    let mut logits: HashMap<(At, i32), f64> = HashMap::new();
+    let mut keep = |at: At, row: &[f32]| {
+        let children = match at {
+            None => &trie.root_children,
+            Some(n) => &trie.nodes[n].children,
+        };
+        for &c in children {
+            let token = trie.nodes[c].token;
+            logits.insert((at, token), f64::from(row[token as usize]));
+        }
+    };
 
-    let prefix_tokens: usize = continuations.iter().map(Vec::len).sum();
-    // Every candidate's prefix takes cache cells of its own next to the shared prompt.
-    if continuations.len() <= group_size
-        && prefix_tokens < n_batch
-        && n_prompt + prefix_tokens <= n_ctx
-    {
-        // One decode per request: a decode call costs about as much for ~50 candidate tokens
-        // as for a 700-token prompt, so the prefixes ride in the prompt's last batch.
-        model.with_context(|ctx| {
-            let tail = (n_batch - prefix_tokens).min(n_prompt);
+    model.with_context(|ctx| {
+        let round_tokens = rounds.first().map_or(0, |r| plan.union(&trie, r).len());
+        if rounds.len() <= 1 && round_tokens < n_batch {
+            // One decode per request: the branching nodes ride in the prompt's last batch.
+            let tail = (n_batch - round_tokens).min(n_prompt);
             let head = n_prompt - tail;
             if head > 0 {
                 decode_prompt(ctx, &prompt[..head], &seqs, n_batch)?;
@@ -196,106 +207,133 @@ fn score(
                     .add(token, (head + i) as i32, &seqs, i + 1 == tail)
                     .map_err(batch_error)?;
             }
-            let last_prompt_row = batch.n_tokens() - 1;
-            let rows = add_prefixes(
-                &mut batch,
-                continuations.iter().map(Vec::as_slice).enumerate(),
-                n_prompt,
-            )?;
+            let root_row = batch.n_tokens() - 1;
+            let rows = match rounds.first() {
+                Some(round) => add_round(&mut batch, &trie, &plan, round, n_prompt)?,
+                None => Vec::new(),
+            };
             decode(ctx, &mut batch)?;
-            for (i, tokens) in continuations.iter().enumerate() {
-                scores[i] = log_softmax_at(ctx.get_logits_ith(last_prompt_row), tokens[0]);
+            keep(None, ctx.get_logits_ith(root_row));
+            for (node, row) in rows {
+                keep(Some(node), ctx.get_logits_ith(row));
             }
-            add_scores(ctx, &rows, &mut scores);
-            Ok(())
-        })?;
-        return Ok(finish(request, scores, dropped, n_prompt));
-    }
-
-    model.with_context(|ctx| {
-        let first_logits = decode_prompt(ctx, &prompt, &seqs, n_batch)?;
-        for (i, tokens) in continuations.iter().enumerate() {
-            scores[i] = log_softmax_at(&first_logits, tokens[0]);
+            return Ok(());
         }
-        // Candidates whose prefix is longer than one token need one more decode: pack them
-        // into batches of at most `group_size` sequences, n_batch tokens and the free context.
-        let pending: Vec<usize> = (0..continuations.len())
-            .filter(|&i| continuations[i].len() > 1)
-            .collect();
-        let room = (n_ctx - n_prompt).min(n_batch);
-        let mut start = 0;
-        let mut batch = LlamaBatch::new(n_batch, 1);
-        while start < pending.len() {
-            let mut end = start;
-            let mut used = 0;
-            while end < pending.len()
-                && end - start < group_size
-                && used + continuations[pending[end]].len() <= room
-            {
-                used += continuations[pending[end]].len();
-                end += 1;
-            }
+        let root = decode_prompt(ctx, &prompt, &seqs, n_batch)?;
+        keep(None, &root);
+        let mut batch = LlamaBatch::new(n_batch, seqs.len() as i32);
+        for round in &rounds {
             batch.clear();
-            let rows = add_prefixes(
-                &mut batch,
-                pending[start..end]
-                    .iter()
-                    .map(|&c| (c, continuations[c].as_slice())),
-                n_prompt,
-            )?;
+            let rows = add_round(&mut batch, &trie, &plan, round, n_prompt)?;
             decode(ctx, &mut batch)?;
-            add_scores(ctx, &rows, &mut scores);
-            for seq in 0..(end - start) as i32 {
+            for (node, row) in rows {
+                keep(Some(node), ctx.get_logits_ith(row));
+            }
+            for seq in 0..round.len() as i32 {
                 ctx.kv_cache_seq_rm(seq, Some(n_prompt as u32), None)
                     .map_err(|e| KvrecError::Backend {
                         detail: format!("could not reset sequence {seq}: {e}"),
                     })?;
             }
-            start = end;
         }
         Ok(())
     })?;
-
+    let scores = trie.scores(|at, token| logits[&(at, token)]);
     Ok(finish(request, scores, dropped, n_prompt))
 }
 
-/// A logits row of a decoded batch and the token it must predict, for one candidate.
-struct Prediction {
-    candidate: usize,
-    row: i32,
-    next: LlamaToken,
+/// Which trie nodes to decode, as paths from the first answer token down to the deepest
+/// branching nodes ("ends"): each end gets a sequence of its own in a decode round.
+struct DecodePlan {
+    /// Decoded nodes with no decoded child: each path to one is a sequence.
+    ends: Vec<usize>,
+    /// Tokens on the longest such path.
+    deepest: usize,
 }
 
-/// Adds each candidate's prefix after the prompt's `n_prompt` positions as sequence 0, 1, …
-/// (in iteration order); returns the rows whose logits score the prefix's later tokens.
-fn add_prefixes<'a>(
-    batch: &mut LlamaBatch,
-    prefixes: impl Iterator<Item = (usize, &'a [LlamaToken])>,
-    n_prompt: usize,
-) -> Result<Vec<Prediction>> {
-    let mut rows = Vec::new();
-    for (seq, (candidate, tokens)) in prefixes.enumerate() {
-        for (j, &token) in tokens.iter().enumerate() {
-            let wants_logits = j + 1 < tokens.len();
-            batch
-                .add(token, (n_prompt + j) as i32, &[seq as i32], wants_logits)
-                .map_err(batch_error)?;
-            if wants_logits {
-                rows.push(Prediction {
-                    candidate,
-                    row: batch.n_tokens() - 1,
-                    next: tokens[j + 1],
-                });
+impl DecodePlan {
+    fn new(trie: &CandidateTrie) -> DecodePlan {
+        let decoded = trie.to_decode();
+        let mut has_decoded_child = vec![false; trie.nodes.len()];
+        for &n in &decoded {
+            if let Some(p) = trie.nodes[n].parent {
+                has_decoded_child[p] = true;
             }
+        }
+        let ends: Vec<usize> = decoded
+            .into_iter()
+            .filter(|&n| !has_decoded_child[n])
+            .collect();
+        let deepest = ends
+            .iter()
+            .map(|&n| trie.nodes[n].depth + 1)
+            .max()
+            .unwrap_or(0);
+        DecodePlan { ends, deepest }
+    }
+
+    /// The nodes a round of ends decodes, parents first.
+    fn union(&self, trie: &CandidateTrie, round: &[usize]) -> Vec<usize> {
+        let mut nodes: Vec<usize> = round.iter().flat_map(|&e| trie.lineage(e)).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+
+    /// Ends grouped into decode rounds of at most `n_seq` sequences and `room` tokens.
+    fn rounds(&self, n_seq: usize, room: usize) -> Vec<Vec<usize>> {
+        let mut rounds: Vec<Vec<usize>> = Vec::new();
+        let mut used = 0;
+        for &end in &self.ends {
+            // Upper bound: the longest path, as if it shared nothing.
+            let cost = self.deepest;
+            match rounds.last_mut() {
+                Some(round) if round.len() < n_seq && used + cost <= room => {
+                    round.push(end);
+                    used += cost;
+                }
+                _ => {
+                    rounds.push(vec![end]);
+                    used = cost;
+                }
+            }
+        }
+        rounds
+    }
+}
+
+/// Adds a round's nodes after the prompt's `n_prompt` positions, end k of the round as
+/// sequence k, a node tagged with the sequences of every end below it; returns the rows of the
+/// branching nodes, whose logits score their children.
+fn add_round(
+    batch: &mut LlamaBatch,
+    trie: &CandidateTrie,
+    plan: &DecodePlan,
+    round: &[usize],
+    n_prompt: usize,
+) -> Result<Vec<(usize, i32)>> {
+    let mut seqs_of: HashMap<usize, Vec<i32>> = HashMap::new();
+    for (seq, &end) in round.iter().enumerate() {
+        for node in trie.lineage(end) {
+            seqs_of.entry(node).or_default().push(seq as i32);
+        }
+    }
+    let mut rows = Vec::new();
+    for node in plan.union(trie, round) {
+        let wanted = trie.branches(Some(node));
+        batch
+            .add(
+                LlamaToken(trie.nodes[node].token),
+                (n_prompt + trie.nodes[node].depth) as i32,
+                &seqs_of[&node],
+                wanted,
+            )
+            .map_err(batch_error)?;
+        if wanted {
+            rows.push((node, batch.n_tokens() - 1));
         }
     }
     Ok(rows)
-}
-
-fn add_scores(ctx: &LlamaContext, rows: &[Prediction], scores: &mut [f64]) {
-    for p in rows {
-        scores[p.candidate] += log_softmax_at(ctx.get_logits_ith(p.row), p.next);
-    }
 }
 
 /// Candidates sorted by score, best first.
