@@ -47,6 +47,7 @@ pub fn run(
     extension: &Path,
     instances: &[Instance],
     options_json: &str,
+    batch_n_batch: u32,
 ) -> Result<Vec<BenchRow>> {
     let options = Options::parse(Some(options_json), kvrec_core::options::LOAD_OPTIONS)?;
     let path = model_path.to_str().context("model path is not UTF-8")?;
@@ -123,8 +124,73 @@ pub fn run(
             row(name, l, tokens, total)
         })
         .collect();
+    let mut rows: Vec<BenchRow> = rows;
+    rows.extend(batched(
+        path,
+        &model,
+        &requests,
+        options_json,
+        batch_n_batch,
+    )?);
     kvrec_llm::registry::unload("bench")?;
     Ok(rows)
+}
+
+/// Requests a batched call takes at once, like a DuckDB chunk would hand over.
+const BLOCK: usize = 50;
+
+/// Many requests per decode (`rank_batch`, contexts with a batch big enough for several
+/// prompts) against one at a time (`rank`), taking turns block by block.
+fn batched(
+    path: &str,
+    model: &kvrec_llm::Model,
+    requests: &[kvrec_core::Request],
+    options_json: &str,
+    n_batch: u32,
+) -> Result<Vec<BenchRow>> {
+    let mut options: serde_json::Value = serde_json::from_str(options_json)?;
+    options["n_batch"] = n_batch.into();
+    options["n_ctx"] = n_batch.max(model.load.n_ctx).into();
+    let options = Options::parse(
+        Some(&options.to_string()),
+        kvrec_core::options::LOAD_OPTIONS,
+    )?;
+    kvrec_llm::registry::load("bench-batched", path, &options)?;
+    let wide = kvrec_llm::registry::get("bench-batched")?;
+    let call = Options::default();
+    let mut single = Vec::new();
+    let mut blocks = Vec::new();
+    for block in requests.chunks(BLOCK) {
+        let t = Instant::now();
+        for r in kvrec_llm::rank_batch(&wide, block, &call) {
+            r?;
+        }
+        blocks.push(t.elapsed().as_secs_f64() / block.len() as f64);
+        for request in block {
+            let t = Instant::now();
+            kvrec_llm::rank(model, request, &call)?;
+            single.push(t.elapsed().as_secs_f64());
+        }
+    }
+    kvrec_llm::registry::unload("bench-batched")?;
+    let total_single: f64 = single.iter().sum();
+    let total_blocks: f64 = blocks.iter().map(|b| b * BLOCK as f64).sum();
+    Ok(vec![
+        row(
+            "rank() one at a time (block turns)",
+            &mut single,
+            0,
+            total_single,
+        ),
+        BenchRow {
+            path: format!("rank_batch() {BLOCK} per call, n_batch {n_batch}"),
+            requests: requests.len(),
+            requests_per_s: requests.len() as f64 / total_blocks,
+            prompt_tokens_per_s: 0.0,
+            p50_ms: f64::NAN,
+            p95_ms: f64::NAN,
+        },
+    ])
 }
 
 pub fn markdown(rows: &[BenchRow]) -> String {

@@ -148,6 +148,9 @@ enum Command {
         /// Load options (JSON), e.g. '{"n_threads": 2}'.
         #[arg(long, default_value = "{}")]
         options: String,
+        /// n_batch of the contexts that score many requests per decode (rank_batch).
+        #[arg(long, default_value_t = 2048)]
+        batch_n_batch: u32,
         #[arg(long)]
         json: bool,
     },
@@ -296,11 +299,12 @@ fn main() -> Result<()> {
             n,
             extension,
             options,
+            batch_n_batch,
             json,
         } => {
             let mut instances: Vec<kvrec_finetune::protocol::Instance> = io::read_jsonl(&test)?;
             instances.truncate(n);
-            let rows = bench::run(&model, &extension, &instances, &options)?;
+            let rows = bench::run(&model, &extension, &instances, &options, batch_n_batch)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {

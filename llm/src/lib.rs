@@ -16,7 +16,7 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use once_cell::sync::OnceCell;
 
 pub use model::{LoadOptions, Model, ModelInfo};
-pub use rank::{prompt_pass, rank, Ranking};
+pub use rank::{prompt_pass, rank, rank_batch, Ranking};
 
 static BACKEND: OnceCell<std::result::Result<LlamaBackend, String>> = OnceCell::new();
 

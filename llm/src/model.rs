@@ -38,12 +38,11 @@ pub struct LoadOptions {
 
 impl LoadOptions {
     pub fn from_options(options: &Options) -> LoadOptions {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         LoadOptions {
             n_ctx: options.n_ctx.unwrap_or(2048),
             n_batch: options.n_batch.unwrap_or(512),
             n_gpu_layers: options.n_gpu_layers.unwrap_or(0),
-            n_threads: options.n_threads.unwrap_or(cores),
+            n_threads: options.n_threads.unwrap_or_else(cores),
         }
     }
 }
@@ -76,10 +75,12 @@ pub struct Model {
     pub load: LoadOptions,
 }
 
-/// Idle contexts, and how many exist in all (idle or in use).
+/// Idle contexts with the thread count each was made for, how many exist in all (idle or in
+/// use), and the threads the contexts in use run.
 struct Pool {
-    idle: Vec<LlamaContext<'static>>,
+    idle: Vec<(u32, LlamaContext<'static>)>,
     created: usize,
+    busy_threads: u32,
 }
 
 /// llama.cpp may mutate a model while creating a context, so creation is serialised.
@@ -159,6 +160,7 @@ impl Model {
             pool: Mutex::new(Pool {
                 idle: Vec::new(),
                 created: 0,
+                busy_threads: 0,
             }),
             returned: Condvar::new(),
             model: Box::new(model),
@@ -180,7 +182,7 @@ impl Model {
         self.model.vocab().tokenize(text.as_bytes(), bos, false)
     }
 
-    fn new_context(&self) -> Result<LlamaContext<'static>> {
+    fn new_context(&self, threads: u32) -> Result<LlamaContext<'static>> {
         let _creating = lock(&CONTEXT_CREATION);
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(self.load.n_ctx))
@@ -188,8 +190,8 @@ impl Model {
             .with_n_ubatch(self.load.n_batch)
             .with_n_seq_max(self.load.n_seq_max())
             .with_kv_unified(true)
-            .with_n_threads(self.load.n_threads as i32)
-            .with_n_threads_batch(self.load.n_threads as i32);
+            .with_n_threads(threads as i32)
+            .with_n_threads_batch(threads as i32);
         let mark = logs::mark();
         let context =
             self.model
@@ -207,35 +209,58 @@ impl Model {
         Ok(unsafe { std::mem::transmute::<LlamaContext<'_>, LlamaContext<'static>>(context) })
     }
 
-    /// Contexts that may exist at once: each runs `n_threads` threads, and more decodes at a
-    /// time than the machine has cores for only slows every one of them down.
-    fn max_contexts(&self) -> usize {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        (cores / self.load.n_threads.max(1) as usize).max(1)
+    /// Threads a call runs: its `n_threads` option, else the model's.
+    pub fn threads_for(&self, options: &Options) -> u32 {
+        options.n_threads.unwrap_or(self.load.n_threads).max(1)
     }
 
-    /// Runs `f` with a context of this model to itself. Contexts are reused across calls; when
-    /// all are busy the caller waits for one (each call holds it for one request only).
+    /// Runs `f` with a context of this model to itself, running the model's `n_threads`.
     pub fn with_context<T>(
         &self,
         f: impl FnOnce(&mut LlamaContext<'static>) -> Result<T>,
     ) -> Result<T> {
+        self.with_context_threads(self.load.n_threads, f)
+    }
+
+    /// Runs `f` with a context running `threads` threads. Contexts are reused across calls;
+    /// a caller waits while the contexts in use already run the machine's cores (each call
+    /// holds its context for one request or one batch only).
+    pub fn with_context_threads<T>(
+        &self,
+        threads: u32,
+        f: impl FnOnce(&mut LlamaContext<'static>) -> Result<T>,
+    ) -> Result<T> {
+        let threads = threads.max(1);
+        let budget = cores().max(threads);
         let mut pool = lock(&self.pool);
         let mut context = loop {
-            if let Some(context) = pool.idle.pop() {
-                break context;
-            }
-            if pool.created < self.max_contexts() {
-                pool.created += 1;
-                drop(pool);
-                match self.new_context() {
-                    Ok(context) => {
-                        pool = lock(&self.pool);
-                        break context;
-                    }
-                    Err(e) => {
-                        lock(&self.pool).created -= 1;
-                        return Err(e);
+            if pool.busy_threads + threads <= budget {
+                if let Some(at) = pool.idle.iter().position(|(t, _)| *t == threads) {
+                    let (_, context) = pool.idle.swap_remove(at);
+                    pool.busy_threads += threads;
+                    break context;
+                }
+                // Contexts of another thread count make room for one of this count.
+                if pool.created >= cores() as usize && !pool.idle.is_empty() {
+                    drop(pool.idle.pop());
+                    pool.created -= 1;
+                }
+                if pool.created < cores() as usize {
+                    pool.created += 1;
+                    pool.busy_threads += threads;
+                    drop(pool);
+                    match self.new_context(threads) {
+                        Ok(context) => {
+                            pool = lock(&self.pool);
+                            break context;
+                        }
+                        Err(e) => {
+                            let mut pool = lock(&self.pool);
+                            pool.created -= 1;
+                            pool.busy_threads -= threads;
+                            self.returned.notify_all();
+                            return Err(e);
+                        }
                     }
                 }
             }
@@ -247,22 +272,27 @@ impl Model {
         drop(pool);
         context.clear_kv_cache();
         // A panic inside `f` drops the context; count it as gone so waiters can make another.
-        struct Slot<'a>(&'a Model, Option<LlamaContext<'static>>);
+        struct Slot<'a>(&'a Model, u32, Option<LlamaContext<'static>>);
         impl Drop for Slot<'_> {
             fn drop(&mut self) {
                 let mut pool = lock(&self.0.pool);
-                match self.1.take() {
-                    Some(context) => pool.idle.push(context),
+                pool.busy_threads -= self.1;
+                match self.2.take() {
+                    Some(context) => pool.idle.push((self.1, context)),
                     None => pool.created -= 1,
                 }
-                self.0.returned.notify_one();
+                self.0.returned.notify_all();
             }
         }
-        let mut slot = Slot(self, None);
+        let mut slot = Slot(self, threads, None);
         let result = f(&mut context);
-        slot.1 = Some(context);
+        slot.2 = Some(context);
         result
     }
+}
+
+fn cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
 
 /// llama-cpp-2's error plus what llama.cpp logged meanwhile.

@@ -186,3 +186,46 @@ fn bad_files_are_errors() {
     );
     assert!(registry::get("bad").is_err());
 }
+
+/// Many requests per decode give each request the scores it gets alone, in order, and a
+/// request that cannot be scored gets its own error without failing the others.
+#[test]
+fn batched_requests_score_as_they_do_alone() {
+    let path = tiny_model("batched", None);
+    let wide = Options {
+        n_ctx: Some(1024),
+        n_batch: Some(1024),
+        ..Options::default()
+    };
+    registry::load("batched", path.to_str().unwrap(), &wide).unwrap();
+    let model = registry::get("batched").unwrap();
+    let requests = vec![
+        request(10, 5),
+        request(300, 0), // longer than the context even without history
+        request(3, 2),
+        request(2, 0),
+        request(30, 0), // many sequences: fills a batch of its own
+        request(12, 1),
+    ];
+    let results = kvrec_llm::rank_batch(&model, &requests, &Options::default());
+    assert_eq!(results.len(), requests.len());
+    for (i, (request, result)) in requests.iter().zip(&results).enumerate() {
+        if i == 1 {
+            let err = result.as_ref().unwrap_err();
+            assert!(matches!(err, KvrecError::PromptTooLong { .. }), "{err}");
+            continue;
+        }
+        let batched = result.as_ref().unwrap();
+        let alone = rank(&model, request, &Options::default()).unwrap();
+        assert_eq!(batched.prompt_tokens, alone.prompt_tokens, "request {i}");
+        for (id, score) in alone.ids.iter().zip(&alone.scores) {
+            let at = batched.ids.iter().position(|x| x == id).unwrap();
+            assert!(
+                (batched.scores[at] - score).abs() <= 0.03,
+                "request {i} candidate {id}: {} vs {score}",
+                batched.scores[at]
+            );
+        }
+    }
+    registry::unload("batched").unwrap();
+}
