@@ -7,5 +7,7 @@
 
 pub use kvrec_core::*;
 
+mod duckdb;
+mod functions;
 mod pin;
 mod sqlite;

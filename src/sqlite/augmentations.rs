@@ -10,8 +10,10 @@ use sqlite_loadable::table::{BestIndexError, IndexInfo, VTab, VTabArguments, VTa
 use sqlite_loadable::{api, Error};
 
 use super::call::{error_text, guarded};
-use super::prompt_fns::{augmented_json, CANDIDATES, HISTORY, OPTIONS, SEED, STRATEGY, USER};
 use super::table_args::{plan, TableArgs};
+use crate::functions::prompt_fns::{
+    augmented_json, CANDIDATES, HISTORY, OPTIONS, SEED, STRATEGY, USER,
+};
 use kvrec_core::augment::{augment_dataset, Strategy, DEFAULT_COPIES};
 use kvrec_core::error::{KvrecError, Result};
 use kvrec_core::options::Options;

@@ -6,17 +6,13 @@
 //! [`guarded`].
 
 use std::os::raw::c_int;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use sqlite_loadable::prelude::*;
 use sqlite_loadable::{api, define_scalar_function};
 
+pub use crate::functions::guarded;
+use crate::functions::{param_name, SqlArgs};
 use kvrec_core::error::{KvrecError, Result};
-
-/// What a scalar function returns to SQL.
-pub enum Output {
-    Text(String),
-}
 
 /// The arguments of one call, with the declared parameter names for messages.
 pub struct Args<'a> {
@@ -24,25 +20,16 @@ pub struct Args<'a> {
     params: &'static [&'static str],
 }
 
-impl<'a> Args<'a> {
-    pub fn len(&self) -> usize {
+impl SqlArgs for Args<'_> {
+    fn len(&self) -> usize {
         self.values.len()
     }
 
-    /// The arguments from `skip` on, named by `params` (for overloads such as
-    /// `recommend(user, history, candidates)` next to `recommend(model, user, …)`).
-    pub fn tail(&self, skip: usize, params: &'static [&'static str]) -> Args<'a> {
-        Args {
+    fn tail<'s>(&'s self, skip: usize, params: &'static [&'static str]) -> Box<dyn SqlArgs + 's> {
+        Box::new(Args {
             values: &self.values[skip.min(self.values.len())..],
             params,
-        }
-    }
-
-    fn param(&self, i: usize) -> &'static str {
-        self.params
-            .get(i)
-            .map(|p| p.trim_end_matches('?'))
-            .unwrap_or("argument")
+        })
     }
 
     fn is_null(&self, i: usize) -> bool {
@@ -51,27 +38,16 @@ impl<'a> Args<'a> {
             .is_none_or(|v| api::value_type(v) == api::ValueType::Null)
     }
 
-    /// Required text argument `i`; `expected` describes it for the error message.
-    pub fn text(&self, i: usize, expected: &'static str) -> Result<&str> {
-        let arg = self.param(i);
+    fn text(&self, i: usize, expected: &'static str) -> Result<&str> {
+        let arg = param_name(self.params, i);
         if self.is_null(i) {
             return Err(KvrecError::NullArgument { arg, expected });
         }
         api::value_text(&self.values[i]).map_err(|_| KvrecError::NotUtf8 { arg, expected })
     }
 
-    /// Optional text argument: `None` when absent or NULL.
-    pub fn opt_text(&self, i: usize, expected: &'static str) -> Result<Option<&str>> {
-        if self.is_null(i) {
-            Ok(None)
-        } else {
-            self.text(i, expected).map(Some)
-        }
-    }
-
-    /// Required integer argument; text or real values are refused rather than coerced.
-    pub fn int(&self, i: usize, expected: &'static str) -> Result<i64> {
-        let arg = self.param(i);
+    fn int(&self, i: usize, expected: &'static str) -> Result<i64> {
+        let arg = param_name(self.params, i);
         if self.is_null(i) {
             return Err(KvrecError::NullArgument { arg, expected });
         }
@@ -94,26 +70,6 @@ fn sql_type_name(t: &api::ValueType) -> &'static str {
         api::ValueType::Float => "REAL",
         api::ValueType::Blob => "BLOB",
         api::ValueType::Null => "NULL",
-    }
-}
-
-/// Runs `body`, turning a panic into [`KvrecError::Internal`] instead of unwinding into C.
-pub fn guarded<T>(body: impl FnOnce() -> Result<T>) -> Result<T> {
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(result) => result,
-        Err(panic) => Err(KvrecError::Internal {
-            detail: panic_message(panic.as_ref()),
-        }),
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-text payload".into()
     }
 }
 
@@ -140,7 +96,7 @@ pub fn scalar(
     name: &'static str,
     params: &'static [&'static str],
     flags: FunctionFlags,
-    body: fn(&Args) -> Result<Output>,
+    body: fn(&dyn SqlArgs) -> Result<String>,
 ) -> sqlite_loadable::Result<()> {
     let required = params.iter().filter(|p| !p.ends_with('?')).count();
     let call = move |ctx: *mut sqlite3_context, values: &[*mut sqlite3_value]| {
@@ -154,7 +110,7 @@ pub fn scalar(
             body(&Args { values, params })
         });
         match result {
-            Ok(Output::Text(text)) => api::result_text(ctx, text),
+            Ok(text) => api::result_text(ctx, text),
             Err(error) => api::result_error(ctx, &error_text(name, &error)),
         }
     };

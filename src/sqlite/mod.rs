@@ -5,16 +5,14 @@
 
 mod augmentations;
 pub mod call;
-mod meta;
-mod model_fns;
 mod models_table;
-mod prompt_fns;
 mod recommend_each;
 mod table_args;
 
 use sqlite_loadable::prelude::*;
 use sqlite_loadable::{define_table_function, Error};
 
+use crate::functions::{meta, model_fns, prompt_fns};
 use call::{error_text, guarded, scalar};
 
 /// Registers every kvrec function on `db`: one line per SQL function.

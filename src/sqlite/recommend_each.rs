@@ -13,9 +13,9 @@ use sqlite_loadable::table::{BestIndexError, IndexInfo, VTab, VTabArguments, VTa
 use sqlite_loadable::{api, Error};
 
 use super::call::{error_text, guarded};
-use super::model_fns::MODEL;
-use super::prompt_fns::{CANDIDATES, HISTORY, OPTIONS, USER};
 use super::table_args::{plan, TableArgs};
+use crate::functions::model_fns::MODEL;
+use crate::functions::prompt_fns::{CANDIDATES, HISTORY, OPTIONS, USER};
 
 const NAME: &str = "recommend_each";
 const SCHEMA: &str = "CREATE TABLE x(rank INTEGER, id INTEGER, score REAL, dropped_history INTEGER, \

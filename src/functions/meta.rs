@@ -1,15 +1,15 @@
 //! `kvrec_version()`, `kvrec_debug()` and `kvrec_template()`.
 
-use super::call::{Args, Output};
+use super::SqlArgs;
 use kvrec_core::error::Result;
 use kvrec_core::template::{TemplateSpec, TEMPLATE_FORMAT, TEMPLATE_VERSION};
 
-pub fn version(_: &Args) -> Result<Output> {
-    Ok(Output::Text(format!("v{}", env!("CARGO_PKG_VERSION"))))
+pub fn version(_: &dyn SqlArgs) -> Result<String> {
+    Ok(format!("v{}", env!("CARGO_PKG_VERSION")))
 }
 
 /// Build facts a bug report needs.
-pub fn debug(_: &Args) -> Result<Output> {
+pub fn debug(_: &dyn SqlArgs) -> Result<String> {
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -24,7 +24,7 @@ pub fn debug(_: &Args) -> Result<Output> {
     .filter_map(|(name, on)| on.then_some(name))
     .collect();
     let devices = kvrec_llm::devices();
-    Ok(Output::Text(format!(
+    Ok(format!(
         "kvrec v{version}\n\
          template: {TEMPLATE_FORMAT} v{TEMPLATE_VERSION}\n\
          build: {profile}, {arch}-{os}, features: [{features}]\n\
@@ -40,10 +40,10 @@ pub fn debug(_: &Args) -> Result<Output> {
         } else {
             devices.join("; ")
         },
-    )))
+    ))
 }
 
 /// The default template spec as JSON: the starting point for `options.template`.
-pub fn template(_: &Args) -> Result<Output> {
-    Ok(Output::Text(TemplateSpec::default().to_json().to_string()))
+pub fn template(_: &dyn SqlArgs) -> Result<String> {
+    Ok(TemplateSpec::default().to_json().to_string())
 }

@@ -1,0 +1,130 @@
+//! The SQL functions' behaviour, shared by the SQLite and DuckDB extensions: each host reads
+//! its arguments through [`SqlArgs`], so both give the same results and the same errors.
+
+pub mod meta;
+pub mod model_fns;
+pub mod prompt_fns;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use kvrec_core::error::{KvrecError, Result};
+
+/// One call's arguments as a host passes them, with the declared parameter names for
+/// messages (a trailing `?` marks an optional parameter).
+pub trait SqlArgs {
+    fn len(&self) -> usize;
+    /// The arguments from `skip` on, named by `params` (for overloads such as
+    /// `recommend(user, history, candidates)` next to `recommend(model, user, …)`).
+    fn tail<'s>(&'s self, skip: usize, params: &'static [&'static str]) -> Box<dyn SqlArgs + 's>;
+    /// Required text argument `i`; `expected` describes it for the error message.
+    fn text(&self, i: usize, expected: &'static str) -> Result<&str>;
+    /// Required integer argument; text or real values are refused rather than coerced.
+    fn int(&self, i: usize, expected: &'static str) -> Result<i64>;
+    fn is_null(&self, i: usize) -> bool;
+
+    /// Optional text argument: `None` when absent or NULL.
+    fn opt_text(&self, i: usize, expected: &'static str) -> Result<Option<&str>> {
+        if self.is_null(i) {
+            Ok(None)
+        } else {
+            self.text(i, expected).map(Some)
+        }
+    }
+}
+
+/// The name of parameter `i` of `params`, for messages.
+pub fn param_name(params: &[&'static str], i: usize) -> &'static str {
+    params
+        .get(i)
+        .map(|p| p.trim_end_matches('?'))
+        .unwrap_or("argument")
+}
+
+/// One argument value as a host hands it over.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Text(String),
+    Int(i64),
+    /// Any other type, by its SQL name.
+    Other(&'static str),
+}
+
+/// Owned arguments of one row (the DuckDB extension reads a chunk's columns into these).
+pub struct RowArgs {
+    pub cells: Vec<Cell>,
+    pub params: &'static [&'static str],
+}
+
+impl SqlArgs for RowArgs {
+    fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    fn tail<'s>(&'s self, skip: usize, params: &'static [&'static str]) -> Box<dyn SqlArgs + 's> {
+        Box::new(RowArgs {
+            cells: self.cells[skip.min(self.cells.len())..].to_vec(),
+            params,
+        })
+    }
+
+    fn text(&self, i: usize, expected: &'static str) -> Result<&str> {
+        let arg = param_name(self.params, i);
+        match self.cells.get(i) {
+            Some(Cell::Text(text)) => Ok(text),
+            Some(Cell::Null) | None => Err(KvrecError::NullArgument { arg, expected }),
+            Some(Cell::Int(_)) => Err(KvrecError::WrongType {
+                arg,
+                expected,
+                got: "BIGINT".into(),
+            }),
+            Some(Cell::Other(got)) => Err(KvrecError::WrongType {
+                arg,
+                expected,
+                got: (*got).into(),
+            }),
+        }
+    }
+
+    fn int(&self, i: usize, expected: &'static str) -> Result<i64> {
+        let arg = param_name(self.params, i);
+        match self.cells.get(i) {
+            Some(Cell::Int(v)) => Ok(*v),
+            Some(Cell::Null) | None => Err(KvrecError::NullArgument { arg, expected }),
+            Some(Cell::Text(_)) => Err(KvrecError::WrongType {
+                arg,
+                expected,
+                got: "VARCHAR".into(),
+            }),
+            Some(Cell::Other(got)) => Err(KvrecError::WrongType {
+                arg,
+                expected,
+                got: (*got).into(),
+            }),
+        }
+    }
+
+    fn is_null(&self, i: usize) -> bool {
+        matches!(self.cells.get(i), None | Some(Cell::Null))
+    }
+}
+
+/// Runs `body`, turning a panic into [`KvrecError::Internal`] instead of unwinding into C.
+pub fn guarded<T>(body: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(result) => result,
+        Err(panic) => Err(KvrecError::Internal {
+            detail: panic_message(panic.as_ref()),
+        }),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".into()
+    }
+}

@@ -1,0 +1,97 @@
+"""Checks kvrec.duckdb_extension inside a real DuckDB (the `duckdb` Python package).
+
+Run by tests/duckdb_extension.rs, which builds the inputs and compares the recommendations
+written to OUT with SQLite's recommend() on the same requests and model:
+
+    python3 check_extension.py EXTENSION MODEL_A MODEL_B REQUESTS_JSONL OUT_JSON
+
+MODEL_A and MODEL_B are two different tiny GGUF models (for the reload check).
+"""
+import json
+import sys
+
+import duckdb
+
+ext, model_a, model_b, requests_path, out_path = sys.argv[1:6]
+con = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+con.execute(f"LOAD '{ext}'")
+
+
+def one(sql, params=None):
+    return con.execute(sql, params or []).fetchall()[0][0]
+
+
+def fails(sql, *needles):
+    try:
+        con.execute(sql).fetchall()
+    except duckdb.Error as e:
+        text = str(e)
+        for needle in needles:
+            assert needle in text, f"{needle!r} not in error {text!r}"
+        return text
+    raise AssertionError(f"no error from {sql}")
+
+
+# Model-free functions, with JSON text and with DuckDB STRUCT / LIST values alike.
+assert one("SELECT kvrec_version()").startswith("v")
+assert "devices" in one("SELECT kvrec_debug()")
+assert json.loads(one("SELECT kvrec_template()"))["format"] == "kvrec-instructmk"
+as_json = one("""SELECT kvrec_prompt('{"gender": "F", "age": "25-34"}',
+    '[{"title": "Heat (1995)", "rating": 4, "genres": "Action"}]',
+    '[{"id": 1, "title": "A"}, {"id": 22, "title": "B"}]')""")
+as_struct = one("""SELECT kvrec_prompt({'gender': 'F', 'age': '25-34'},
+    [{'title': 'Heat (1995)', 'rating': 4, 'genres': 'Action'}],
+    [{'id': 1, 'title': 'A'}, {'id': 22, 'title': 'B'}])""")
+assert as_json == as_struct, (as_json, as_struct)
+assert "Candidate set: [1: A; 22: B]" in as_json
+assert one("SELECT kvrec_target('[{\"id\": 1}, {\"id\": 22}]', 22)").startswith("22")
+parsed = json.loads(one("SELECT kvrec_parse_answer('22, 1', [{'id': 1}, {'id': 22}])"))
+assert parsed["valid"] and parsed["ids"] == [22, 1], parsed
+augmented = json.loads(one("""SELECT kvrec_augment({'gender': 'F'}, [],
+    [{'id': 1, 'title': 'A'}, {'id': 2, 'title': 'B'}, {'id': 3, 'title': 'C'}], 'SC', 7)"""))
+assert sorted(c["id"] for c in augmented["candidates"]) == [1, 2, 3]
+
+# Errors name the function, the cause and the row.
+fails("SELECT kvrec_prompt('{', '[]', '[]')", "kvrec_prompt", "not valid JSON", "row 1")
+fails("SELECT kvrec_augment('{}', '[]', '[]', 'XX', 1)", "kvrec_augment")
+fails("SELECT recommend('nope', '{}', '[]', '[{\"id\": 1}]')", "no model named 'nope'", "kvrec_load_model")
+fails(f"SELECT kvrec_load_model('m', '{ext}.missing')", "does not exist")
+
+# Models: load, list, recommend over a table.
+info = json.loads(one(f"SELECT kvrec_load_model('a', '{model_a}')"))
+assert info["architecture"] == "llama"
+assert con.execute("SELECT name, architecture FROM kvrec_models()").fetchall() == [("a", "llama")]
+requests = [json.loads(line) for line in open(requests_path)]
+con.execute("CREATE TABLE requests(i INTEGER, u VARCHAR, h VARCHAR, c VARCHAR)")
+con.executemany("INSERT INTO requests VALUES (?, ?, ?, ?)",
+                [(i, json.dumps(r["user"]), json.dumps(r["history"]), json.dumps(r["candidates"]))
+                 for i, r in enumerate(requests)])
+rows = con.execute("SELECT i, recommend('a', u, h, c) FROM requests ORDER BY i").fetchall()
+ranked = [ids for _, ids in rows]
+for r, ids in zip(requests, ranked):
+    assert sorted(ids) == sorted(c["id"] for c in r["candidates"]), ids
+top2 = con.execute("SELECT recommend('a', u, h, c, {'k': 2}) FROM requests ORDER BY i").fetchall()
+assert [t[0] for t in top2] == [ids[:2] for ids in ranked]
+
+# The default model and the three-argument form.
+con.execute(f"SELECT kvrec_load_model('default', '{model_a}')")
+default_rows = [x[0] for x in con.execute("SELECT recommend(u, h, c) FROM requests ORDER BY i").fetchall()]
+assert default_rows == ranked
+
+# A bad row fails the query, naming the row; the good rows alone still score.
+con.execute("INSERT INTO requests VALUES (999, '{}', '[]', 'not json')")
+fails("SELECT recommend('a', u, h, c) FROM requests ORDER BY i", "recommend", "candidates", "row")
+con.execute("DELETE FROM requests WHERE i = 999")
+
+# Volatile: the same prepared query after a reload with another model answers anew.
+query = "SELECT list(recommend('v', u, h, c) ORDER BY i) FROM requests"
+con.execute(f"SELECT kvrec_load_model('v', '{model_a}')")
+before = one(query)
+con.execute("SELECT kvrec_unload_model('v')")
+con.execute(f"SELECT kvrec_load_model('v', '{model_b}')")
+after = one(query)
+assert before == ranked
+assert before != after, "a reloaded model must not serve the old answers"
+
+json.dump({"ranked": ranked, "duckdb": one("SELECT version()")}, open(out_path, "w"))
+print(f"duckdb {one('SELECT version()')}: all checks passed on {len(requests)} requests")
