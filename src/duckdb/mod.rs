@@ -5,6 +5,7 @@
 
 mod models_table;
 mod recommend;
+mod recommend_each;
 mod scalar;
 mod values;
 
@@ -58,6 +59,7 @@ fn register(con: &Connection) -> duckdb::Result<()> {
     text::<UnloadModel>(con)?;
     con.register_scalar_function::<recommend::Recommend>(recommend::NAME)?;
     con.register_table_function::<models_table::ModelsTable>("kvrec_models")?;
+    con.register_table_function::<recommend_each::RecommendEach>("recommend_each")?;
     Ok(())
 }
 

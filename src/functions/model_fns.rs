@@ -19,7 +19,7 @@ pub fn load(args: &dyn SqlArgs) -> Result<String> {
     let path = args.text(1, "the path of a .gguf file")?;
     let options = Options::parse(args.opt_text(2, OPTIONS)?, LOAD_OPTIONS)?;
     let info = registry::load(name, path, &options)?;
-    Ok(serde_json::to_string(&info).map_err(internal)?)
+    serde_json::to_string(&info).map_err(internal)
 }
 
 /// `kvrec_unload_model(name)` → the name; memory is freed once running calls finish.

@@ -8,6 +8,7 @@ written to OUT with SQLite's recommend() on the same requests and model:
 MODEL_A and MODEL_B are two different tiny GGUF models (for the reload check).
 """
 import json
+import math
 import sys
 
 import duckdb
@@ -72,6 +73,19 @@ for r, ids in zip(requests, ranked):
     assert sorted(ids) == sorted(c["id"] for c in r["candidates"]), ids
 top2 = con.execute("SELECT recommend('a', u, h, c, {'k': 2}) FROM requests ORDER BY i").fetchall()
 assert [t[0] for t in top2] == [ids[:2] for ids in ranked]
+
+# recommend_each: the same ranking as rows, scores a distribution over the candidates.
+r0 = requests[0]
+each = con.execute("SELECT rank, id, score, dropped_history, prompt_tokens FROM recommend_each('a', ?, ?, ?)",
+                   [json.dumps(r0["user"]), json.dumps(r0["history"]), json.dumps(r0["candidates"])]).fetchall()
+assert [row[1] for row in each] == ranked[0], (each, ranked[0])
+assert [row[0] for row in each] == list(range(1, len(each) + 1))
+assert abs(sum(math.exp(row[2]) for row in each) - 1) < 1e-6
+assert all(row[4] > 0 and row[3] == 0 for row in each)
+best = con.execute("SELECT id FROM recommend_each('a', ?, ?, ?, options := '{\"k\": 1}')",
+                   [json.dumps(r0["user"]), json.dumps(r0["history"]), json.dumps(r0["candidates"])]).fetchall()
+assert best == [(ranked[0][0],)], best
+fails("SELECT * FROM recommend_each('a', '{}', '[]', '[]')", "recommend_each", "candidate")
 
 # The default model and the three-argument form.
 con.execute(f"SELECT kvrec_load_model('default', '{model_a}')")
