@@ -23,8 +23,11 @@ pub struct RecommendEach;
 
 pub struct Call(String, Request, Options);
 
+/// One output row: rank, id, score, dropped_history, prompt_tokens.
+type Row = (i64, i64, f64, i64, i64);
+
 /// The ranking's rows not yet written out, last row first.
-pub struct Rows(Mutex<Vec<(i64, i64, f64, i64, i64)>>);
+pub struct Rows(Mutex<Vec<Row>>);
 
 fn cell(value: duckdb::vtab::Value) -> Cell {
     if value.is_null() {
