@@ -41,6 +41,46 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
 /// Requests from a SQLite table with columns `user_id, user, history, candidates, positive`
 /// (JSON text), e.g. one made from `temp.kvrec_requests` of sql/requests.sql. A table with a
 /// `split` column (as `data --sqlite` writes) gives its test rows only.
+/// Test instances from a table in a DuckDB database file, read through the `duckdb` Python
+/// package (kvrec does not link DuckDB itself): DuckDB writes the table as JSON lines with
+/// `user`, `history` and `candidates` as JSON whether they are STRUCT / LIST values or JSON
+/// text, and only `split = 'test'` rows when the table has a split column.
+pub fn read_duckdb(path: &Path, table: &str) -> Result<Vec<Instance>> {
+    const SCRIPT: &str = r#"
+import duckdb, sys
+path, table, out = sys.argv[1:4]
+con = duckdb.connect(path, read_only=True)
+quoted = '"' + table.replace('"', '""') + '"'
+columns = [r[0] for r in con.execute(f"DESCRIBE {quoted}").fetchall()]
+split = "split" if "split" in columns else "'test'"
+where = "WHERE split = 'test'" if "split" in columns else ""
+con.execute(f"""COPY (SELECT user_id, {split} AS split, "user"::JSON AS "user",
+    history::JSON AS history, candidates::JSON AS candidates, positive
+    FROM {quoted} {where}) TO '{out.replace("'", "''")}' (FORMAT json)""")
+"#;
+    let out = std::env::temp_dir().join(format!("kvrec-duckdb-{}.jsonl", std::process::id()));
+    let result = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(path)
+        .arg(table)
+        .arg(&out)
+        .output()
+        .context(
+            "running python3 to read the DuckDB file (needs python3 with the duckdb package)",
+        )?;
+    if !result.status.success() {
+        anyhow::bail!(
+            "reading table {table} of {}: {}(needs python3 with the duckdb package, and columns user_id, user, history, candidates, positive)",
+            path.display(),
+            String::from_utf8_lossy(&result.stderr)
+        );
+    }
+    let instances = read_jsonl(&out);
+    let _ = std::fs::remove_file(&out);
+    instances
+}
+
 pub fn read_sqlite(path: &Path, table: &str) -> Result<Vec<Instance>> {
     let db =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

@@ -169,6 +169,9 @@ enum Command {
         /// Or a SQLite file holding a table of requests (see --table).
         #[arg(long)]
         sqlite: Option<PathBuf>,
+        /// Or a DuckDB file holding a table of requests (read with python3's duckdb package).
+        #[arg(long, conflicts_with_all = ["test", "sqlite"])]
+        duckdb: Option<PathBuf>,
         #[arg(long, default_value = "requests")]
         table: String,
         /// Training sequences for the popularity and co-occurrence baselines.
@@ -394,6 +397,7 @@ fn main() -> Result<()> {
         Command::Eval {
             test,
             sqlite,
+            duckdb,
             table,
             sequences,
             model,
@@ -407,11 +411,12 @@ fn main() -> Result<()> {
             json,
             out,
         } => {
-            let instances = match (test, sqlite) {
-                (Some(path), _) => io::read_jsonl(&path)?,
-                (None, Some(path)) => io::read_sqlite(&path, &table)?,
-                (None, None) => {
-                    bail!("pass --test <test.jsonl> or --sqlite <file> [--table <name>]")
+            let instances = match (test, sqlite, duckdb) {
+                (Some(path), _, _) => io::read_jsonl(&path)?,
+                (None, Some(path), _) => io::read_sqlite(&path, &table)?,
+                (None, None, Some(path)) => io::read_duckdb(&path, &table)?,
+                (None, None, None) => {
+                    bail!("pass --test <test.jsonl>, --sqlite <file> or --duckdb <file> [--table <name>]")
                 }
             };
             let mut instances = instances;

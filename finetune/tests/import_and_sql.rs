@@ -319,3 +319,67 @@ fn protocol_requests_go_into_sqlite_and_recommend_reads_them() {
     assert!(prompt.contains("co watch: "), "{prompt}");
     assert!(prompt.contains("popularity: "), "{prompt}");
 }
+
+/// `eval --duckdb`: a DuckDB table of requests, with STRUCT / LIST columns (as `read_json`
+/// makes them) or JSON text columns, reads back as the test split unchanged.
+#[test]
+fn protocol_requests_read_back_from_a_duckdb_table() {
+    use kvrec_finetune::protocol::{build, ProtocolConfig};
+    let has_duckdb = std::process::Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_duckdb {
+        assert!(
+            std::env::var_os("KVREC_REQUIRE_DUCKDB").is_none(),
+            "KVREC_REQUIRE_DUCKDB is set but python3 cannot import duckdb"
+        );
+        eprintln!("skipped: python3 has no duckdb package");
+        return;
+    }
+    let data = build(
+        &movielens::read(&fixture_dir()).unwrap(),
+        &ProtocolConfig {
+            candidates: 5,
+            candidate_keys: vec!["popularity".into()],
+            ..ProtocolConfig::default()
+        },
+    );
+    let dir = std::env::temp_dir().join(format!("kvrec-duckdb-eval-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jsonl = dir.join("all.jsonl");
+    let all: Vec<_> = data.train.iter().chain(&data.test).collect();
+    kvrec_finetune::io::write_jsonl(&jsonl, &all).unwrap();
+    let file = dir.join("requests.duckdb");
+    let _ = std::fs::remove_file(&file);
+    let made = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import duckdb, sys; con = duckdb.connect(sys.argv[1]); \
+             con.execute(f\"CREATE TABLE structs AS SELECT * FROM read_json('{sys.argv[2]}')\"); \
+             con.execute('CREATE TABLE texts AS SELECT user_id, split, to_json(\"user\")::VARCHAR AS \"user\", \
+             to_json(history)::VARCHAR AS history, to_json(candidates)::VARCHAR AS candidates, positive FROM structs')",
+        ])
+        .arg(&file)
+        .arg(&jsonl)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    for table in ["structs", "texts"] {
+        let read = kvrec_finetune::io::read_duckdb(&file, table).unwrap();
+        assert_eq!(read.len(), data.test.len(), "{table}");
+        for (a, b) in read.iter().zip(&data.test) {
+            assert_eq!(
+                (a.user_id, &a.user, &a.history, &a.candidates, a.positive),
+                (b.user_id, &b.user, &b.history, &b.candidates, b.positive),
+                "{table}"
+            );
+        }
+    }
+    let err = kvrec_finetune::io::read_duckdb(&file, "missing").unwrap_err();
+    assert!(err.to_string().contains("missing"), "{err}");
+}
