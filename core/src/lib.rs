@@ -9,6 +9,7 @@
 pub mod answer;
 pub mod augment;
 pub mod error;
+pub mod fuzz_harness;
 pub mod labels;
 pub mod options;
 pub mod request;
