@@ -9,6 +9,15 @@ use rusqlite::params;
 
 use common::{CANDIDATES, HISTORY, USER};
 
+fn recommend(db: &rusqlite::Connection) -> String {
+    db.query_row(
+        "SELECT recommend('m', ?1, ?2, ?3)",
+        params![USER, HISTORY, CANDIDATES],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
 #[test]
 fn threads_exit_cleanly_after_the_last_connection_closes() {
     let dir = std::env::temp_dir().join(format!("kvrec-last-conn-{}", std::process::id()));
@@ -21,13 +30,7 @@ fn threads_exit_cleanly_after_the_last_connection_closes() {
         let db = common::connect(None);
         db.query_row("SELECT kvrec_load_model('m', ?1)", [&path], |_| Ok(()))
             .unwrap();
-        let ids: String = db
-            .query_row(
-                "SELECT recommend('m', ?1, ?2, ?3)",
-                params![USER, HISTORY, CANDIDATES],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let ids = recommend(&db);
         drop(db); // the only connection: SQLite dlcloses the extension here
         ids
     });
@@ -36,12 +39,5 @@ fn threads_exit_cleanly_after_the_last_connection_closes() {
 
     // Loaded again in a fresh connection, the process-wide registry is still there.
     let db = common::connect(None);
-    let again: String = db
-        .query_row(
-            "SELECT recommend('m', ?1, ?2, ?3)",
-            params![USER, HISTORY, CANDIDATES],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(again, ids);
+    assert_eq!(recommend(&db), ids);
 }

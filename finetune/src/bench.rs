@@ -116,7 +116,7 @@ pub fn run(
         }
     }
     drop(stmt);
-    let rows = PATHS
+    let mut rows: Vec<BenchRow> = PATHS
         .iter()
         .zip(&mut latencies)
         .map(|(name, l)| {
@@ -124,7 +124,6 @@ pub fn run(
             row(name, l, tokens, total)
         })
         .collect();
-    let mut rows: Vec<BenchRow> = rows;
     rows.extend(batched(
         path,
         &model,

@@ -197,7 +197,7 @@ impl Prepared {
 
     /// Tokens the request takes when decoded in one round: prompt and branching paths.
     fn n_tokens(&self) -> usize {
-        self.prompt.len() + self.plan.union(&self.trie, &self.plan.ends).len()
+        self.prompt.len() + self.plan.n_decoded
     }
 
     /// Adds the prompt's `prompt[from..]` and all trie nodes as sequences `first_seq..`;
@@ -216,14 +216,7 @@ impl Prepared {
                 .map_err(batch_error)?;
         }
         let mut rows = vec![(None, batch.n_tokens() - 1)];
-        let nodes = add_round(
-            batch,
-            &self.trie,
-            &self.plan,
-            &self.plan.ends,
-            n_prompt,
-            first_seq,
-        )?;
+        let nodes = add_round(batch, &self.trie, &self.plan.ends, n_prompt, first_seq)?;
         rows.extend(nodes.into_iter().map(|(n, row)| (Some(n), row)));
         Ok(rows)
     }
@@ -287,7 +280,7 @@ fn score(
         let mut batch = LlamaBatch::new(n_batch, seqs.len() as i32);
         for round in &rounds {
             batch.clear();
-            let rows = add_round(&mut batch, trie, plan, round, n_prompt, 0)?;
+            let rows = add_round(&mut batch, trie, round, n_prompt, 0)?;
             decode(ctx, &mut batch)?;
             for (node, row) in rows {
                 prepared.keep(&mut logits, Some(node), ctx.get_logits_ith(row));
@@ -446,11 +439,14 @@ struct DecodePlan {
     ends: Vec<usize>,
     /// Tokens on the longest such path.
     deepest: usize,
+    /// Nodes decoded in all: the tokens the request adds when decoded in one round.
+    n_decoded: usize,
 }
 
 impl DecodePlan {
     fn new(trie: &CandidateTrie) -> DecodePlan {
         let decoded = trie.to_decode();
+        let n_decoded = decoded.len();
         let mut has_decoded_child = vec![false; trie.nodes.len()];
         for &n in &decoded {
             if let Some(p) = trie.nodes[n].parent {
@@ -466,15 +462,11 @@ impl DecodePlan {
             .map(|&n| trie.nodes[n].depth + 1)
             .max()
             .unwrap_or(0);
-        DecodePlan { ends, deepest }
-    }
-
-    /// The nodes a round of ends decodes, parents first.
-    fn union(&self, trie: &CandidateTrie, round: &[usize]) -> Vec<usize> {
-        let mut nodes: Vec<usize> = round.iter().flat_map(|&e| trie.lineage(e)).collect();
-        nodes.sort_unstable();
-        nodes.dedup();
-        nodes
+        DecodePlan {
+            ends,
+            deepest,
+            n_decoded,
+        }
     }
 
     /// Ends grouped into decode rounds of at most `n_seq` sequences and `room` tokens.
@@ -505,7 +497,6 @@ impl DecodePlan {
 fn add_round(
     batch: &mut LlamaBatch,
     trie: &CandidateTrie,
-    plan: &DecodePlan,
     round: &[usize],
     n_prompt: usize,
     first_seq: i32,
@@ -519,8 +510,11 @@ fn add_round(
                 .push(first_seq + seq as i32);
         }
     }
+    // Node indices order parents before children.
+    let mut nodes: Vec<usize> = seqs_of.keys().copied().collect();
+    nodes.sort_unstable();
     let mut rows = Vec::new();
-    for node in plan.union(trie, round) {
+    for node in nodes {
         let wanted = trie.branches(Some(node));
         batch
             .add(

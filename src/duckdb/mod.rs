@@ -4,6 +4,7 @@
 //! appends DuckDB's metadata footer to make `kvrec.duckdb_extension`.
 
 mod models_table;
+mod pending;
 mod recommend;
 mod recommend_each;
 mod scalar;
@@ -23,7 +24,8 @@ macro_rules! row_function {
         struct $type;
         impl RowFunction for $type {
             const NAME: &'static str = $name;
-            const PARAMS: &'static [(&'static str, Kind)] = &[$(($param, Kind::$kind)),*];
+            const PARAMS: &'static [&'static str] = &[$($param),*];
+            const KINDS: &'static [Kind] = &[$(Kind::$kind),*];
             const VOLATILE: bool = $volatile;
             fn call(args: &dyn SqlArgs) -> Result<String> {
                 $body(args)

@@ -1,15 +1,12 @@
 //! `kvrec_models()`: the loaded models, one row each (the columns of SQLite's version).
 
-use std::sync::Mutex;
-
 use duckdb::core::{DataChunkHandle, Inserter, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use kvrec_llm::{registry, ModelInfo};
 
-pub struct ModelsTable;
+use super::pending::Pending;
 
-/// The models not yet written out (listed once, when the scan starts).
-pub struct Pending(Mutex<Vec<ModelInfo>>);
+pub struct ModelsTable;
 
 const TEXT: [&str; 4] = ["name", "path", "architecture", "template_source"];
 const INTS: [&str; 6] = [
@@ -22,7 +19,8 @@ const INTS: [&str; 6] = [
 ];
 
 impl VTab for ModelsTable {
-    type InitData = Pending;
+    /// The models, listed once when the scan starts.
+    type InitData = Pending<ModelInfo>;
     type BindData = ();
 
     fn bind(bind: &BindInfo) -> Result<(), Box<dyn std::error::Error>> {
@@ -35,25 +33,16 @@ impl VTab for ModelsTable {
         Ok(())
     }
 
-    fn init(_: &InitInfo) -> Result<Pending, Box<dyn std::error::Error>> {
-        let mut models = registry::list();
-        models.reverse(); // popped from the end: name order
-        Ok(Pending(Mutex::new(models)))
+    fn init(_: &InitInfo) -> Result<Pending<ModelInfo>, Box<dyn std::error::Error>> {
+        Ok(Pending::new(registry::list()))
     }
 
     fn func(
         func: &TableFunctionInfo<Self>,
         output: &mut DataChunkHandle,
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let mut pending = func
-            .get_init_data()
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let capacity = 2048.min(pending.len());
-        let mut row = 0;
-        while row < capacity {
-            let Some(m) = pending.pop() else { break };
+        let models = func.get_init_data().next_chunk();
+        for (row, m) in models.iter().enumerate() {
             let texts = [m.name.as_str(), &m.path, &m.architecture, m.template_source];
             for (c, value) in texts.iter().enumerate() {
                 output.flat_vector(c).insert(row, *value);
@@ -71,9 +60,8 @@ impl VTab for ModelsTable {
                 // SAFETY: the column is BIGINT and `row` is below the chunk's capacity.
                 unsafe { vector.as_mut_slice::<i64>()[row] = *value };
             }
-            row += 1;
         }
-        output.set_len(row);
+        output.set_len(models.len());
         Ok(())
     }
 }

@@ -20,14 +20,9 @@ use kvrec_llm::{rank_batch, registry};
 use super::scalar::{row_args, row_error, signatures, Kind};
 
 pub const NAME: &str = "recommend";
-const WITH_MODEL: &[(&str, Kind)] = &[
-    ("model", Kind::Text),
-    ("user", Kind::Json),
-    ("history", Kind::Json),
-    ("candidates", Kind::Json),
-    ("options?", Kind::Json),
-];
 const NAMES: &[&str] = &["model", "user", "history", "candidates", "options?"];
+const KINDS: &[Kind] = &[Kind::Text, Kind::Json, Kind::Json, Kind::Json, Kind::Json];
+/// `recommend(user, history, candidates)`: the named form without model and options.
 const DEFAULT_NAMES: &[&str] = &["user", "history", "candidates"];
 
 pub struct Recommend;
@@ -89,8 +84,8 @@ impl VScalar for Recommend {
 
     fn signatures() -> Vec<ScalarFunctionSignature> {
         let list = || LogicalTypeHandle::list(&LogicalTypeId::Bigint.into());
-        let mut all = signatures(&WITH_MODEL[1..4], list);
-        all.extend(signatures(WITH_MODEL, list));
+        let mut all = signatures(DEFAULT_NAMES, &KINDS[1..4], list);
+        all.extend(signatures(NAMES, KINDS, list));
         all
     }
 

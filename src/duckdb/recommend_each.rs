@@ -2,8 +2,6 @@
 //! `(rank, id, score, dropped_history, prompt_tokens)`, best first. Arguments are JSON text
 //! (wrap STRUCT / LIST values in `to_json()`); table-function options are a named parameter.
 
-use std::sync::Mutex;
-
 use duckdb::core::{DataChunkHandle, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 use kvrec_core::options::Options;
@@ -13,6 +11,7 @@ use kvrec_llm::{rank, registry};
 use crate::functions::model_fns::{checked, parse_call};
 use crate::functions::{guarded, Cell, RowArgs};
 
+use super::pending::Pending;
 use super::scalar::row_error;
 
 const NAME: &str = "recommend_each";
@@ -26,9 +25,6 @@ pub struct Call(String, Request, Options);
 /// One output row: rank, id, score, dropped_history, prompt_tokens.
 type Row = (i64, i64, f64, i64, i64);
 
-/// The ranking's rows not yet written out, last row first.
-pub struct Rows(Mutex<Vec<Row>>);
-
 fn cell(value: duckdb::vtab::Value) -> Cell {
     if value.is_null() {
         Cell::Null
@@ -38,7 +34,7 @@ fn cell(value: duckdb::vtab::Value) -> Cell {
 }
 
 impl VTab for RecommendEach {
-    type InitData = Rows;
+    type InitData = Pending<Row>;
     type BindData = Call;
 
     fn bind(bind: &BindInfo) -> Result<Call, Box<dyn std::error::Error>> {
@@ -61,7 +57,7 @@ impl VTab for RecommendEach {
         Ok(Call(model, request, options))
     }
 
-    fn init(init: &InitInfo) -> Result<Rows, Box<dyn std::error::Error>> {
+    fn init(init: &InitInfo) -> Result<Pending<Row>, Box<dyn std::error::Error>> {
         // SAFETY: DuckDB keeps the bind data that `bind` returned alive until the scan ends.
         let Call(model, request, options) = unsafe { &*init.get_bind_data::<Call>() };
         let ranking = guarded(|| {
@@ -69,7 +65,7 @@ impl VTab for RecommendEach {
             checked(rank(&model, request, options)?, options)
         })
         .map_err(|e| format!("{NAME}: {e}"))?;
-        let mut rows: Vec<_> = ranking
+        let rows: Vec<Row> = ranking
             .ids
             .iter()
             .zip(&ranking.scores)
@@ -85,22 +81,15 @@ impl VTab for RecommendEach {
                 )
             })
             .collect();
-        rows.reverse();
-        Ok(Rows(Mutex::new(rows)))
+        Ok(Pending::new(rows))
     }
 
     fn func(
         func: &TableFunctionInfo<Self>,
         output: &mut DataChunkHandle,
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let mut pending = func
-            .get_init_data()
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let n = pending.len().min(2048);
-        for row in 0..n {
-            let (rank, id, score, dropped, tokens) = pending.pop().expect("n rows are pending");
+        let rows = func.get_init_data().next_chunk();
+        for (row, &(rank, id, score, dropped, tokens)) in rows.iter().enumerate() {
             // SAFETY: each column has the type bind declared, and `row` < 2048 (the chunk size).
             unsafe {
                 output.flat_vector(0).as_mut_slice::<i64>()[row] = rank;
@@ -110,7 +99,7 @@ impl VTab for RecommendEach {
                 output.flat_vector(4).as_mut_slice::<i64>()[row] = tokens;
             }
         }
-        output.set_len(n);
+        output.set_len(rows.len());
         Ok(())
     }
 

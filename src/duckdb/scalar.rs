@@ -33,33 +33,28 @@ impl Kind {
     }
 }
 
-/// One SQL function shared with SQLite: its name, parameters (`?` = optional, trailing) with
-/// their kinds, whether it depends on loaded models, and the row function.
+/// One SQL function shared with SQLite: its name, parameter names (`?` = optional, trailing)
+/// and their kinds, whether it depends on loaded models, and the row function.
 pub trait RowFunction {
     const NAME: &'static str;
-    const PARAMS: &'static [(&'static str, Kind)];
+    const PARAMS: &'static [&'static str];
+    const KINDS: &'static [Kind];
     /// Model functions: a reloaded model must never serve cached results.
     const VOLATILE: bool;
     fn call(args: &dyn SqlArgs) -> Result<String>;
 }
 
-/// Parameter names as the shared functions expect them.
-pub fn names<F: RowFunction>() -> &'static [&'static str] {
-    // One leaked slice per function type, made once: registration is once per database.
-    let names: Vec<&'static str> = F::PARAMS.iter().map(|(n, _)| *n).collect();
-    Box::leak(names.into_boxed_slice())
-}
-
 /// The overloads: one per number of given optional parameters.
 pub fn signatures(
-    params: &[(&'static str, Kind)],
+    params: &[&'static str],
+    kinds: &[Kind],
     returns: impl Fn() -> LogicalTypeHandle,
 ) -> Vec<ScalarFunctionSignature> {
-    let required = params.iter().filter(|(n, _)| !n.ends_with('?')).count();
+    let required = params.iter().filter(|n| !n.ends_with('?')).count();
     (required..=params.len())
         .map(|n| {
             ScalarFunctionSignature::exact(
-                params[..n].iter().map(|(_, k)| k.logical_type()).collect(),
+                kinds[..n].iter().map(|k| k.logical_type()).collect(),
                 returns(),
             )
         })
@@ -96,10 +91,9 @@ impl<F: RowFunction> VScalar for TextFunction<F> {
         input: &mut DataChunkHandle,
         output: &mut dyn WritableVector,
     ) -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let params = names::<F>();
         let out = output.flat_vector();
         for row in 0..input.len() {
-            let args = row_args(input, row, params);
+            let args = row_args(input, row, F::PARAMS);
             let text = crate::functions::guarded(|| F::call(&args))
                 .map_err(|e| row_error(F::NAME, row, &e))?;
             out.insert(row, text.as_str());
@@ -108,7 +102,7 @@ impl<F: RowFunction> VScalar for TextFunction<F> {
     }
 
     fn signatures() -> Vec<ScalarFunctionSignature> {
-        signatures(F::PARAMS, || LogicalTypeId::Varchar.into())
+        signatures(F::PARAMS, F::KINDS, || LogicalTypeId::Varchar.into())
     }
 
     fn volatile() -> bool {

@@ -56,6 +56,24 @@ pub struct RowArgs {
     pub params: &'static [&'static str],
 }
 
+impl RowArgs {
+    /// The error for argument `i` holding `cell` where `expected` was wanted.
+    fn mismatch(&self, i: usize, cell: Option<&Cell>, expected: &'static str) -> KvrecError {
+        let arg = param_name(self.params, i);
+        let got = match cell {
+            None | Some(Cell::Null) => return KvrecError::NullArgument { arg, expected },
+            Some(Cell::Text(_)) => "VARCHAR",
+            Some(Cell::Int(_)) => "BIGINT",
+            Some(Cell::Other(name)) => name,
+        };
+        KvrecError::WrongType {
+            arg,
+            expected,
+            got: got.into(),
+        }
+    }
+}
+
 impl SqlArgs for RowArgs {
     fn len(&self) -> usize {
         self.cells.len()
@@ -69,38 +87,16 @@ impl SqlArgs for RowArgs {
     }
 
     fn text(&self, i: usize, expected: &'static str) -> Result<&str> {
-        let arg = param_name(self.params, i);
         match self.cells.get(i) {
             Some(Cell::Text(text)) => Ok(text),
-            Some(Cell::Null) | None => Err(KvrecError::NullArgument { arg, expected }),
-            Some(Cell::Int(_)) => Err(KvrecError::WrongType {
-                arg,
-                expected,
-                got: "BIGINT".into(),
-            }),
-            Some(Cell::Other(got)) => Err(KvrecError::WrongType {
-                arg,
-                expected,
-                got: (*got).into(),
-            }),
+            other => Err(self.mismatch(i, other, expected)),
         }
     }
 
     fn int(&self, i: usize, expected: &'static str) -> Result<i64> {
-        let arg = param_name(self.params, i);
         match self.cells.get(i) {
             Some(Cell::Int(v)) => Ok(*v),
-            Some(Cell::Null) | None => Err(KvrecError::NullArgument { arg, expected }),
-            Some(Cell::Text(_)) => Err(KvrecError::WrongType {
-                arg,
-                expected,
-                got: "VARCHAR".into(),
-            }),
-            Some(Cell::Other(got)) => Err(KvrecError::WrongType {
-                arg,
-                expected,
-                got: (*got).into(),
-            }),
+            other => Err(self.mismatch(i, other, expected)),
         }
     }
 
