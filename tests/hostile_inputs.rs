@@ -162,6 +162,25 @@ fn cases() -> Vec<(&'static str, &'static str, Vec<Option<String>>)> {
             vec![Some(r#"{"n_ctx":0}"#.into())],
         ),
         (
+            "non-UTF-8 BLOB as the user",
+            "kvrec_prompt(unhex(?), ?, ?)",
+            vec![Some("FFFE7B7D".into()), Some("[]".into()), one()],
+        ),
+        (
+            "non-UTF-8 BLOB as candidates to recommend",
+            "recommend('h', ?, ?, unhex(?))",
+            vec![user(), Some("[]".into()), Some("5B80C0AF5D".into())],
+        ),
+        (
+            "BLOB holding UTF-8 JSON reads as text",
+            "recommend('h', ?, ?, unhex(?))",
+            vec![
+                user(),
+                Some("[]".into()),
+                Some(r#"[{"id":7,"title":"Blob"}]"#.bytes().map(|b| format!("{b:02X}")).collect()),
+            ],
+        ),
+        (
             "unknown augmentation",
             "kvrec_augment(?, ?, ?, ?, 1)",
             vec![user(), Some("[]".into()), one(), Some("SC+XX".into())],

@@ -231,6 +231,21 @@ fn a_template_in_the_model_is_used() {
     }
 }
 
+/// `gguf` with its `general.architecture` value replaced by `arch` (same length as `llama`).
+fn with_architecture(gguf: &[u8], arch: &[u8; 5]) -> Vec<u8> {
+    let key = b"general.architecture";
+    let at = gguf
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("the architecture key");
+    // key, then the value's type (u32) and length (u64), then the value.
+    let value = at + key.len() + 4 + 8;
+    assert_eq!(&gguf[value..value + 5], b"llama");
+    let mut out = gguf.to_vec();
+    out[value..value + 5].copy_from_slice(arch);
+    out
+}
+
 #[test]
 fn model_errors_are_clear() {
     let db = open();
@@ -241,6 +256,11 @@ fn model_errors_are_clear() {
     std::fs::write(dir.join("text.gguf"), b"not a model").unwrap();
     let bytes = std::fs::read(model_path()).unwrap();
     std::fs::write(dir.join("truncated.gguf"), &bytes[..bytes.len() / 3]).unwrap();
+    std::fs::write(
+        dir.join("unknown-arch.gguf"),
+        with_architecture(&bytes, b"llamb"),
+    )
+    .unwrap();
     let d = dir.display();
     let cases = [
         (
@@ -258,6 +278,10 @@ fn model_errors_are_clear() {
         (
             "not a GGUF",
             format!("SELECT kvrec_load_model('m', '{d}/text.gguf')"),
+        ),
+        (
+            "architecture llama.cpp lacks",
+            format!("SELECT kvrec_load_model('m', '{d}/unknown-arch.gguf')"),
         ),
         (
             "registered twice",

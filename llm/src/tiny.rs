@@ -17,7 +17,6 @@ const N_EMBD: usize = 64;
 const N_LAYER: usize = 2;
 const N_HEAD: usize = 4;
 const N_HEAD_KV: usize = 2;
-const N_FF: usize = 128;
 const CONTEXT: usize = 4096;
 /// Extra merges so the BPE path is exercised; each result is also a token.
 const MERGES: [(&str, &str); 4] = [("Ġ", "t"), ("h", "e"), ("i", "n"), (",", "Ġ")];
@@ -75,14 +74,26 @@ pub fn tiny_vocab() -> BpeVocab {
 /// Writes the tiny model to `path`. `template`, when given, is stored under
 /// `kvrec.template` as a model trained by kvrec would store it.
 pub fn write_tiny_llama(path: &Path, seed: u64, template: Option<&TemplateSpec>) -> io::Result<()> {
+    write_random_llama(path, seed, template, N_EMBD, N_LAYER)
+}
+
+/// A random model with the tiny vocabulary and `width × layers` (FFN 2 × width): large ones
+/// make memory effects measurable (loading, unloading) without a trained model.
+pub fn write_random_llama(
+    path: &Path,
+    seed: u64,
+    template: Option<&TemplateSpec>,
+    width: usize,
+    layers: usize,
+) -> io::Result<()> {
     let vocab = tiny_vocab();
     let shape = LlamaShape {
         n_vocab: vocab.tokens.len(),
-        n_embd: N_EMBD,
-        n_layer: N_LAYER,
+        n_embd: width,
+        n_layer: layers,
         n_head: N_HEAD,
         n_head_kv: N_HEAD_KV,
-        n_ff: N_FF,
+        n_ff: 2 * width,
         context: CONTEXT,
     };
     let mut rng = Rng::new(seed);

@@ -149,10 +149,13 @@ pub fn cell_at(vector: duckdb_vector, row: usize) -> Cell {
         return Cell::Int(v);
     }
     match id {
-        ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR => match string_at(vector, row) {
-            Ok(text) => Cell::Text(text),
-            Err(()) => Cell::Other("VARCHAR that is not UTF-8"),
-        },
+        // A BLOB holding UTF-8 text is text, as SQLite reads it; other bytes are refused alike.
+        ffi::DUCKDB_TYPE_DUCKDB_TYPE_VARCHAR | ffi::DUCKDB_TYPE_DUCKDB_TYPE_BLOB => {
+            match string_at(vector, row) {
+                Ok(text) => Cell::Text(text),
+                Err(()) => Cell::NotUtf8,
+            }
+        }
         ffi::DUCKDB_TYPE_DUCKDB_TYPE_STRUCT | ffi::DUCKDB_TYPE_DUCKDB_TYPE_LIST => {
             match json_at(vector, row) {
                 Ok(value) => Cell::Text(value.to_string()),

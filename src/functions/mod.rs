@@ -46,6 +46,8 @@ pub enum Cell {
     Null,
     Text(String),
     Int(i64),
+    /// Bytes that are not UTF-8 (a BLOB): refused as SQLite refuses them.
+    NotUtf8,
     /// Any other type, by its SQL name.
     Other(&'static str),
 }
@@ -64,6 +66,7 @@ impl RowArgs {
             None | Some(Cell::Null) => return KvrecError::NullArgument { arg, expected },
             Some(Cell::Text(_)) => "VARCHAR",
             Some(Cell::Int(_)) => "BIGINT",
+            Some(Cell::NotUtf8) => return KvrecError::NotUtf8 { arg, expected },
             Some(Cell::Other(name)) => name,
         };
         KvrecError::WrongType {

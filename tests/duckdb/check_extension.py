@@ -107,5 +107,33 @@ after = one(query)
 assert before == ranked
 assert before != after, "a reloaded model must not serve the old answers"
 
-json.dump({"ranked": ranked, "duckdb": one("SELECT version()")}, open(out_path, "w"))
-print(f"duckdb {one('SELECT version()')}: all checks passed on {len(requests)} requests")
+# Concurrency: a table scored at DuckDB's default thread count while another connection
+# loads and unloads a second model; the rows must be the serial answers.
+import threading
+import time
+
+con.execute("CREATE TABLE big AS SELECT r.*, k FROM requests r, range(40) t(k)")
+loads = []
+def load_second_model():
+    other = con.cursor()
+    for n in range(5):
+        other.execute(f"SELECT kvrec_load_model('second', '{model_b}')").fetchall()
+        other.execute("SELECT recommend('second', u, h, c) FROM requests LIMIT 2").fetchall()
+        other.execute("SELECT kvrec_unload_model('second')").fetchall()
+        loads.append(time.monotonic())
+loader = threading.Thread(target=load_second_model)
+started = time.monotonic()
+loader.start()
+scored = con.execute("SELECT i, recommend('a', u, h, c) FROM big").fetchall()
+finished = time.monotonic()
+loader.join(timeout=120)
+assert not loader.is_alive(), "loading a second model deadlocked"
+assert len(loads) == 5, loads
+assert loads[0] < finished, f"the loads did not overlap the scoring: {loads}, {finished}"
+assert len(scored) == 40 * len(requests)
+assert all(ids == ranked[i] for i, ids in scored), "concurrent scoring changed answers"
+threads = one("SELECT current_setting('threads')")
+
+json.dump({"ranked": ranked, "threads": threads, "duckdb": one("SELECT version()")}, open(out_path, "w"))
+print(f"duckdb {one('SELECT version()')}: all checks passed on {len(requests)} requests; "
+      f"{len(scored)} rows scored on {threads} threads while a second model loaded 5 times")
