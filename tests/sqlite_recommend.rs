@@ -284,6 +284,28 @@ fn model_errors_are_clear() {
             format!("SELECT kvrec_load_model('m', '{d}/unknown-arch.gguf')"),
         ),
         (
+            "adapter file missing",
+            format!(
+                "SELECT kvrec_load_model('m', '{}', '{{\"lora\": \"/no/such/adapter.gguf\"}}')",
+                model_path()
+            ),
+        ),
+        (
+            "adapter is not text",
+            format!(
+                "SELECT kvrec_load_model('m', '{}', '{{\"lora\": 5}}')",
+                model_path()
+            ),
+        ),
+        (
+            "adapter is a whole model",
+            format!(
+                "SELECT kvrec_load_model('m', '{}', '{{\"lora\": \"{}\"}}')",
+                model_path(),
+                model_path()
+            ),
+        ),
+        (
             "registered twice",
             format!("SELECT kvrec_load_model('errors', '{}')", model_path()),
         ),

@@ -91,6 +91,13 @@ pub enum KvrecError {
     #[error("llama.cpp could not load '{path}' ({detail}); check that the file is a complete GGUF of an architecture this llama.cpp supports")]
     ModelLoad { path: String, detail: String },
 
+    #[error("llama.cpp could not apply '{path}' as a LoRA adapter of '{model}' ({detail}); pass an adapter GGUF trained on this base, e.g. from kvrec-finetune export --adapter")]
+    AdapterLoad {
+        path: String,
+        model: String,
+        detail: String,
+    },
+
     #[error("llama.cpp failed: {detail}")]
     Backend { detail: String },
 

@@ -31,12 +31,14 @@ pub struct Options {
     pub n_ctx: Option<u32>,
     pub n_gpu_layers: Option<u32>,
     pub n_batch: Option<u32>,
+    /// A llama.cpp LoRA adapter GGUF applied on top of the model (load option).
+    pub lora: Option<String>,
 }
 
 /// Keys `recommend()` and friends accept per call.
 pub const CALL_OPTIONS: &[&str] = &["k", "mode", "max_history", "n_threads", "seed"];
 /// Keys `kvrec_load_model()` accepts.
-pub const LOAD_OPTIONS: &[&str] = &["n_ctx", "n_gpu_layers", "n_batch", "n_threads"];
+pub const LOAD_OPTIONS: &[&str] = &["n_ctx", "n_gpu_layers", "n_batch", "n_threads", "lora"];
 
 impl Options {
     /// Parses `text` (JSON object, or `None` for no options) accepting only `allowed` keys.
@@ -109,6 +111,17 @@ impl Options {
                     options.n_gpu_layers = Some(ranged(value, "n_gpu_layers", 0, 10_000)? as u32)
                 }
                 "n_batch" => options.n_batch = Some(ranged(value, "n_batch", 16, 1 << 16)? as u32),
+                "lora" => {
+                    options.lora = Some(
+                        value
+                            .as_str()
+                            .filter(|path| !path.is_empty())
+                            .ok_or_else(|| {
+                                bad("lora", "the path of a LoRA adapter GGUF (text)", value)
+                            })?
+                            .to_string(),
+                    )
+                }
                 _ => {
                     return Err(KvrecError::Internal {
                         detail: format!("option '{key}' is allowed but not handled"),

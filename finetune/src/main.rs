@@ -6,13 +6,13 @@ use clap::{Parser, Subcommand};
 use kvrec_core::options::Mode;
 use serde_json::json;
 
+use candle_core::quantized::GgmlDType;
 use kvrec_core::template::{CandidateIdPosition, TemplateSpec};
 use kvrec_finetune::baselines::{CoOccurrenceScorer, PopularityScorer, RandomScorer, Scorer};
 use kvrec_finetune::protocol::{ProtocolConfig, Sequence, CANDIDATE_KEYS};
-use kvrec_finetune::train::{self, TrainConfig};
+use kvrec_finetune::train::{self, lora::LoraSpec, TrainConfig};
 use kvrec_finetune::training_data::TrainingRow;
 use kvrec_finetune::{bench, db, eval, io, movielens, protocol, training_data};
-use kvrec_llm::gguf::TensorType;
 
 /// kvrec's data, training and evaluation tool.
 #[derive(Parser)]
@@ -120,6 +120,20 @@ enum Command {
         /// Stop after this many steps of this call (checkpointed; continue with --resume).
         #[arg(long)]
         stop_after: Option<usize>,
+        /// Fine-tune this pre-trained llama-architecture GGUF with LoRA instead of training
+        /// from scratch (the shape options are then read from the file).
+        #[arg(long)]
+        base: Option<PathBuf>,
+        #[arg(long, default_value_t = 8)]
+        lora_rank: usize,
+        #[arg(long, default_value_t = 16.0)]
+        lora_alpha: f64,
+        /// Projections that get adapters: q, k, v, o, gate, up, down.
+        #[arg(long, value_delimiter = ',', default_value = "q,v")]
+        lora_targets: Vec<String>,
+        /// Layers that get adapters (default: all); the top layers alone train fastest.
+        #[arg(long, value_delimiter = ',')]
+        lora_layers: Vec<usize>,
     },
     /// Write a training run's latest checkpoint as a GGUF that llama.cpp and recommend() load.
     Export {
@@ -127,11 +141,14 @@ enum Command {
         run: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// f16 (half the size) or f32.
+        /// f16 (half the size), f32, or q8_0 (LoRA merges: the merged matrices).
         #[arg(long, default_value = "f16")]
         dtype: String,
         #[arg(long, default_value = "kvrec")]
         name: String,
+        /// LoRA runs: also write the adapters alone as a llama.cpp LoRA GGUF here.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
     },
     /// Benchmark recommend() through SQLite against raw llama.cpp on the same prompts.
     Bench {
@@ -336,6 +353,11 @@ fn main() -> Result<()> {
             max_history,
             candidate_id,
             stop_after,
+            base,
+            lora_rank,
+            lora_alpha,
+            lora_targets,
+            lora_layers,
         } => {
             let candidate_id = match candidate_id.as_str() {
                 "first" => CandidateIdPosition::First,
@@ -364,6 +386,13 @@ fn main() -> Result<()> {
                     candidate_id,
                     ..TemplateSpec::default()
                 },
+                lora: base.as_ref().map(|_| LoraSpec {
+                    rank: lora_rank,
+                    alpha: lora_alpha,
+                    targets: lora_targets,
+                    layers: lora_layers,
+                }),
+                base,
             };
             let mut rows: Vec<TrainingRow> = Vec::new();
             for path in &data {
@@ -372,7 +401,7 @@ fn main() -> Result<()> {
             let summary = train::run(&config, &rows, &out, resume, stop_after, true)?;
             eprintln!("{}", serde_json::to_string_pretty(&summary)?);
             if let Some(path) = gguf {
-                train::export::export(&out, &path, TensorType::F16, "kvrec")?;
+                train::export::export(&out, &path, GgmlDType::F16, "kvrec")?;
                 eprintln!("wrote {}", path.display());
             }
         }
@@ -381,14 +410,15 @@ fn main() -> Result<()> {
             out,
             dtype,
             name,
+            adapter,
         } => {
-            let kind = match dtype.as_str() {
-                "f16" => TensorType::F16,
-                "f32" => TensorType::F32,
-                other => bail!("unknown --dtype '{other}'; use f16 or f32"),
-            };
-            let shape = train::export::export(&run, &out, kind, &name)?;
+            let dtype = train::export::parse_dtype(&dtype)?;
+            let shape = train::export::export(&run, &out, dtype, &name)?;
             eprintln!("wrote {} ({shape:?})", out.display());
+            if let Some(path) = adapter {
+                train::export::export_adapter(&run, &path)?;
+                eprintln!("wrote {}", path.display());
+            }
         }
         Command::TinyModel { out, seed } => {
             kvrec_llm::tiny::write_tiny_llama(&out, seed, None)?;

@@ -1,16 +1,21 @@
 //! Training end to end on a tiny model: train → checkpoint → resume → export → llama.cpp,
 //! with llama.cpp's candidate scores checked against the training-side forward.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
+use candle_core::{Device, Tensor};
+
+use candle_core::quantized::GgmlDType;
 use kvrec_core::options::Options;
 use kvrec_core::template::TemplateSpec;
 use kvrec_core::Request;
 use kvrec_finetune::movielens;
 use kvrec_finetune::protocol::{build, ProtocolConfig};
+use kvrec_finetune::train::base::Base;
+use kvrec_finetune::train::lora::{self, Lora, LoraSpec};
 use kvrec_finetune::train::{self, bpe, checkpoint, model::Transformer, TrainConfig};
 use kvrec_finetune::training_data::{self, TrainingRow};
-use kvrec_llm::gguf::TensorType;
 use kvrec_llm::llama_file::LlamaShape;
 use kvrec_llm::trie::CandidateTrie;
 
@@ -112,7 +117,7 @@ fn exported_gguf_scores_like_the_training_forward() {
     let run = scratch("export");
     train::run(&config, &rows, &run, false, None, false).unwrap();
     let gguf = run.join("model.gguf");
-    train::export::export(&run, &gguf, TensorType::F32, "test").unwrap();
+    train::export::export(&run, &gguf, GgmlDType::F32, "test").unwrap();
 
     let tokenizer = bpe::load(&run.join("tokenizer.json")).unwrap();
     let (weights, saved) = checkpoint::latest(&run).unwrap().unwrap();
@@ -148,32 +153,20 @@ fn exported_gguf_scores_like_the_training_forward() {
     let mut prompt_ids = vec![bos];
     prompt_ids.extend(&ours);
     // The same constrained scores from candle's log-probabilities at each branching node.
-    let prefixes: Vec<Vec<i32>> = request
+    let prefixes: Vec<Vec<u32>> = request
         .candidates
         .iter()
-        .map(|c| {
-            let ids = bpe::encode(&tokenizer, &config.template.answer_prefix(c.id)).unwrap();
-            ids.iter().map(|&t| t as i32).collect()
-        })
+        .map(|c| bpe::encode(&tokenizer, &config.template.answer_prefix(c.id)).unwrap())
         .collect();
-    let trie = CandidateTrie::new(&prefixes);
+    let as_i32: Vec<Vec<i32>> = prefixes
+        .iter()
+        .map(|p| p.iter().map(|&t| t as i32).collect())
+        .collect();
     assert!(
-        !trie.to_decode().is_empty(),
+        !CandidateTrie::new(&as_i32).to_decode().is_empty(),
         "the fixture's ids share leading digits, so nodes past the prompt are scored too"
     );
-    let expected = trie.scores(|at, token| {
-        let mut ids = prompt_ids.clone();
-        if let Some(node) = at {
-            ids.extend(
-                trie.lineage(node)
-                    .iter()
-                    .map(|&n| trie.nodes[n].token as u32),
-            );
-        }
-        let from = ids.len();
-        ids.push(token as u32);
-        model.continuation_logprob(&ids, from).unwrap()
-    });
+    let expected = model.candidate_scores(&prompt_ids, &prefixes).unwrap();
     for (id, score) in ranking.ids.iter().zip(&ranking.scores) {
         let at = request.candidates.iter().position(|c| c.id == *id).unwrap();
         let expected = expected[at];
@@ -182,4 +175,223 @@ fn exported_gguf_scores_like_the_training_forward() {
             "candidate {id}: candle {expected} vs llama.cpp {score}"
         );
     }
+}
+
+/// A small random llama GGUF (GQA, untied head) as the LoRA base.
+fn lora_base(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("base.gguf");
+    kvrec_llm::tiny::write_random_llama(&path, 11, None, 64, 2).unwrap();
+    path
+}
+
+fn lora_config(base: PathBuf) -> TrainConfig {
+    TrainConfig {
+        base: Some(base),
+        lora: Some(LoraSpec {
+            rank: 4,
+            alpha: 8.0,
+            targets: vec!["q".into(), "v".into(), "o".into(), "down".into()],
+            layers: vec![1],
+        }),
+        lr: 1e-2,
+        epochs: 1.0,
+        ..tiny_config()
+    }
+}
+
+#[test]
+fn lora_merge_is_the_base_plus_scaled_product() {
+    let dir = scratch("lora-merge");
+    let base = Base::read(&lora_base(&dir)).unwrap();
+    let mut model = base.model().unwrap();
+    let spec = LoraSpec {
+        rank: 3,
+        alpha: 6.0,
+        targets: vec!["k".into(), "gate".into()],
+        layers: vec![],
+    };
+    // Adapters with B ≠ 0 (fresh ones start at B = 0, a no-op).
+    let fresh = Lora::init(&spec, &model, 1).unwrap();
+    let mut rng = kvrec_core::rng::Rng::new(5);
+    let saved: HashMap<String, Tensor> = fresh
+        .tensors()
+        .into_iter()
+        .map(|(name, var)| {
+            let n = var.elem_count();
+            let values: Vec<f32> = (0..n)
+                .map(|_| (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let t = Tensor::from_vec(values, var.dims(), &Device::Cpu).unwrap();
+            (name, t)
+        })
+        .collect();
+    let lora = Lora::from_tensors(&spec, &model, &saved).unwrap();
+    assert_eq!(lora.pairs().count(), 4, "2 targets × 2 layers");
+    let merged = lora::merged(&model, &lora).unwrap();
+    for (i, weight) in &merged {
+        let pair = lora.pair(*i).unwrap();
+        let w = model.vars[*i].as_tensor().to_vec2::<f32>().unwrap();
+        let a = pair.a.as_tensor().to_vec2::<f32>().unwrap();
+        let b = pair.b.as_tensor().to_vec2::<f32>().unwrap();
+        let got = weight.to_vec2::<f32>().unwrap();
+        for (r, row) in got.iter().enumerate() {
+            for (c, &value) in row.iter().enumerate() {
+                let product: f32 = (0..spec.rank).map(|k| b[r][k] * a[k][c]).sum();
+                let expected = w[r][c] + 2.0 * product;
+                assert!(
+                    (value - expected).abs() < 1e-5,
+                    "{} [{r},{c}]: {value} vs {expected}",
+                    pair.name
+                );
+            }
+        }
+    }
+    // The adapted forward equals the merged model's plain forward.
+    let ids = Tensor::new(&[[0u32, 5, 80, 7, 120, 9, 33]], &Device::Cpu).unwrap();
+    model.lora = Some(lora);
+    let adapted = model.hidden(&ids).unwrap();
+    let mut weights = model.weights().unwrap();
+    for (i, weight) in merged {
+        weights[i].2 = weight.flatten_all().unwrap().to_vec1().unwrap();
+    }
+    let plain = Transformer::from_weights_with(
+        model.shape,
+        weights,
+        model.tied,
+        model.rope_theta,
+        model.rms_eps,
+    )
+    .unwrap();
+    let diff = (adapted - plain.hidden(&ids).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-4, "adapted vs merged forward differ by {diff}");
+}
+
+#[test]
+fn lora_trains_resumes_merges_and_llama_cpp_serves_the_merge() {
+    let rows = rows();
+    let dir = scratch("lora-run");
+    let config = lora_config(lora_base(&dir));
+    let run = dir.join("run");
+    let summary = train::run(&config, &rows, &run, false, None, false).unwrap();
+    assert_eq!(
+        summary.parameters,
+        // q, v, o, down of layer 1 at rank 4: A (4 × in) + B (out × 4).
+        4 * (64 + 64) + 4 * (64 + 32) + 4 * (64 + 64) + 4 * (128 + 64)
+    );
+    let full = curve(&run);
+    let first = full[..2].iter().map(|r| r.1).sum::<f64>() / 2.0;
+    let last = full[full.len() - 2..].iter().map(|r| r.1).sum::<f64>() / 2.0;
+    assert!(
+        last < first * 0.8,
+        "LoRA loss {first:.3} → {last:.3} did not fall"
+    );
+
+    let interrupted = dir.join("interrupted");
+    train::run(&config, &rows, &interrupted, false, Some(3), false).unwrap();
+    train::run(&config, &rows, &interrupted, true, None, false).unwrap();
+    for ((step, a), (_, b)) in full.iter().zip(&curve(&interrupted)) {
+        assert!((a - b).abs() < 1e-4, "step {step}: {a} vs resumed {b}");
+    }
+
+    // The merged F32 export scores in llama.cpp as the adapted candle forward does.
+    let (weights, saved) = checkpoint::latest(&run).unwrap().unwrap();
+    let (_, model) = train::export::lora_run(&weights, &saved).unwrap();
+    let merged = dir.join("merged-f32.gguf");
+    train::export::export(&run, &merged, GgmlDType::F32, "lora").unwrap();
+    kvrec_llm::registry::load("lora-merged", merged.to_str().unwrap(), &Options::default())
+        .unwrap();
+    let served = kvrec_llm::registry::get("lora-merged").unwrap();
+    assert_eq!(
+        served.template, config.template,
+        "template travels in the merge"
+    );
+    let request = Request::from_object(&rows[0].request).unwrap();
+    let tokens = |text: &str, bos: bool| -> Vec<u32> {
+        served
+            .tokenize(text, bos)
+            .iter()
+            .map(|t| t.0 as u32)
+            .collect()
+    };
+    let prompt = tokens(&config.template.render_prompt(&request), true);
+    let prefixes: Vec<Vec<u32>> = request
+        .candidates
+        .iter()
+        .map(|c| tokens(&config.template.answer_prefix(c.id), false))
+        .collect();
+    let expected = model.candidate_scores(&prompt, &prefixes).unwrap();
+    let ranking = kvrec_llm::rank(&served, &request, &Options::default()).unwrap();
+    for (id, score) in ranking.ids.iter().zip(&ranking.scores) {
+        let at = request.candidates.iter().position(|c| c.id == *id).unwrap();
+        let expected = expected[at];
+        assert!(
+            (expected - score).abs() < 1e-2 + 1e-3 * expected.abs(),
+            "candidate {id}: candle {expected} vs llama.cpp {score}"
+        );
+    }
+
+    // Q8_0 merges load and stay close; the adapter file is a llama.cpp LoRA GGUF.
+    let q8 = dir.join("merged-q8.gguf");
+    train::export::export(&run, &q8, GgmlDType::Q8_0, "lora").unwrap();
+    kvrec_llm::registry::load("lora-q8", q8.to_str().unwrap(), &Options::default()).unwrap();
+    let q8_ranking = kvrec_llm::rank(
+        &kvrec_llm::registry::get("lora-q8").unwrap(),
+        &request,
+        &Options::default(),
+    )
+    .unwrap();
+    for (id, score) in q8_ranking.ids.iter().zip(&q8_ranking.scores) {
+        let at = request.candidates.iter().position(|c| c.id == *id).unwrap();
+        assert!(
+            (expected[at] - score).abs() < 0.05,
+            "Q8_0 candidate {id}: {} vs {score}",
+            expected[at]
+        );
+    }
+    // The adapter alone, applied by llama.cpp to the unchanged base, ranks as the merge does.
+    let adapter = dir.join("adapter.gguf");
+    train::export::export_adapter(&run, &adapter).unwrap();
+    let options = Options::parse(
+        Some(&serde_json::json!({ "lora": adapter.to_str().unwrap() }).to_string()),
+        kvrec_core::options::LOAD_OPTIONS,
+    )
+    .unwrap();
+    let base_path = config.base.as_ref().unwrap().to_str().unwrap();
+    kvrec_llm::registry::load("lora-adapter", base_path, &options).unwrap();
+    let adapted = kvrec_llm::registry::get("lora-adapter").unwrap();
+    // The base carries no template: the run's is the default one with a shorter history.
+    assert_eq!(
+        config.template,
+        TemplateSpec {
+            max_history: 5,
+            ..TemplateSpec::default()
+        }
+    );
+    let with_template = Options {
+        max_history: Some(5),
+        ..Options::default()
+    };
+    let adapter_ranking = kvrec_llm::rank(&adapted, &request, &with_template).unwrap();
+    assert_eq!(adapter_ranking.ids, ranking.ids);
+    for (a, b) in adapter_ranking.scores.iter().zip(&ranking.scores) {
+        assert!((a - b).abs() < 1e-2, "adapter {a} vs merged {b}");
+    }
+    kvrec_llm::registry::load("lora-plain-base", base_path, &Options::default()).unwrap();
+    let plain = kvrec_llm::rank(
+        &kvrec_llm::registry::get("lora-plain-base").unwrap(),
+        &request,
+        &with_template,
+    )
+    .unwrap();
+    assert_ne!(
+        plain.scores, adapter_ranking.scores,
+        "the adapter changed nothing"
+    );
 }

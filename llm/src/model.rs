@@ -11,7 +11,7 @@ use kvrec_core::{KvrecError, Result};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 
@@ -69,6 +69,9 @@ pub struct Model {
     pool: Mutex<Pool>,
     /// Signalled when a context is returned to the pool.
     returned: Condvar,
+    /// The `lora` load option's adapter, set on every context; it refers to the model, so it
+    /// is declared (dropped) after the contexts and before the model.
+    adapter: Option<Mutex<LlamaLoraAdapter>>,
     model: Box<LlamaModel>,
     pub info: ModelInfo,
     pub template: TemplateSpec,
@@ -126,7 +129,7 @@ impl Model {
         let load = LoadOptions::from_options(options);
         let params = LlamaModelParams::default().with_n_gpu_layers(load.n_gpu_layers);
         let mark = logs::mark();
-        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
+        let mut model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
             KvrecError::ModelLoad {
                 path: path.to_string(),
                 detail: detail(&e.to_string(), mark),
@@ -156,7 +159,24 @@ impl Model {
             template_version: template.version,
             template_source,
         };
+        let adapter = match &options.lora {
+            Some(lora) => {
+                check_file(Path::new(lora))?;
+                let mark = logs::mark();
+                let adapter =
+                    model
+                        .lora_adapter_init(lora)
+                        .map_err(|e| KvrecError::AdapterLoad {
+                            path: lora.clone(),
+                            model: path.to_string(),
+                            detail: detail(&e.to_string(), mark),
+                        })?;
+                Some(Mutex::new(adapter))
+            }
+            None => None,
+        };
         let model = Model {
+            adapter,
             pool: Mutex::new(Pool {
                 idle: Vec::new(),
                 created: 0,
@@ -203,6 +223,18 @@ impl Model {
                         detail(&e.to_string(), mark)
                     ),
                 })?;
+        let mut context = context;
+        if let Some(adapter) = &self.adapter {
+            let mark = logs::mark();
+            context
+                .lora_adapter_set(&mut lock(adapter), 1.0)
+                .map_err(|e| KvrecError::Backend {
+                    detail: format!(
+                        "could not apply the LoRA adapter ({})",
+                        detail(&e.to_string(), mark)
+                    ),
+                })?;
+        }
         // SAFETY: the context borrows `self.model`, which is boxed (its address never moves)
         // and outlives every context: contexts live only in `self.pool` or inside
         // `with_context`, and `pool` is declared before `model`, so it is dropped first.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use kvrec_llm::llama_file::LlamaShape;
 use serde::{Deserialize, Serialize};
 
@@ -22,16 +22,19 @@ pub struct Saved {
     pub config: TrainConfig,
 }
 
+/// Saves the trained tensors `vars` under `names` (every weight, or the LoRA adapters) with
+/// their optimizer moments.
 pub fn save(
     out: &Path,
-    model: &Transformer,
+    names: &[String],
+    vars: &[Var],
     optimizer: &AdamW,
     config: &TrainConfig,
     step: usize,
 ) -> Result<()> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
-    for (i, name) in model.names.iter().enumerate() {
-        tensors.insert(name.clone(), model.vars[i].as_tensor().clone());
+    for (i, name) in names.iter().enumerate() {
+        tensors.insert(name.clone(), vars[i].as_tensor().clone());
         tensors.insert(format!("adam.m.{name}"), optimizer.m[i].clone());
         tensors.insert(format!("adam.v.{name}"), optimizer.v[i].clone());
     }
@@ -58,14 +61,19 @@ pub fn latest(out: &Path) -> Result<Option<(PathBuf, Saved)>> {
     Ok(Some((out.join(WEIGHTS), saved)))
 }
 
-/// Weights only, e.g. for export.
+/// Every tensor of a checkpoint by name.
+pub fn tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("reading checkpoint {}", path.display()))
+}
+
+/// A from-scratch model's weights, e.g. for export.
 pub fn load_model(
     path: &Path,
     shape: LlamaShape,
     tied: bool,
 ) -> Result<(Transformer, HashMap<String, Tensor>)> {
-    let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-        .with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let tensors = tensors(path)?;
     let weights = shape
         .tensors()
         .into_iter()
@@ -79,11 +87,11 @@ pub fn load_model(
     Ok((Transformer::from_weights(shape, weights, tied)?, tensors))
 }
 
-pub fn load(path: &Path, shape: LlamaShape, config: &TrainConfig) -> Result<(Transformer, AdamW)> {
-    let (model, tensors) = load_model(path, shape, config.tied)?;
+/// The optimizer state saved with the tensors `names`, at `step`.
+pub fn optimizer(path: &Path, names: &[String], step: usize, weight_decay: f64) -> Result<AdamW> {
+    let tensors = tensors(path)?;
     let moment = |kind: &str| -> Result<Vec<Tensor>> {
-        model
-            .names
+        names
             .iter()
             .map(|name| {
                 tensors
@@ -93,11 +101,12 @@ pub fn load(path: &Path, shape: LlamaShape, config: &TrainConfig) -> Result<(Tra
             })
             .collect()
     };
-    let saved = latest(path.parent().unwrap_or(Path::new(".")))?
-        .map(|(_, s)| s.step)
-        .unwrap_or(0);
-    let optimizer = AdamW::with_state(moment("m")?, moment("v")?, saved, config.weight_decay);
-    Ok((model, optimizer))
+    Ok(AdamW::with_state(
+        moment("m")?,
+        moment("v")?,
+        step,
+        weight_decay,
+    ))
 }
 
 /// Loss-curve rows of steps before `step` (a resumed run rewrites the rest).

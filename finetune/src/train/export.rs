@@ -1,19 +1,44 @@
-//! A trained run → the GGUF llama.cpp serves: weights (F16 matrices or F32), the BPE
-//! vocabulary and the template, all from the run's folder.
+//! A trained run → the GGUF llama.cpp serves. A from-scratch run writes its weights (F16 or
+//! F32 matrices), BPE vocabulary and template; a LoRA run writes its base with the adapters
+//! merged (the merged tensors F16, Q8_0 or F32, the rest in the base's own blocks), or the
+//! adapters alone as a llama.cpp LoRA GGUF.
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use kvrec_llm::gguf::TensorType;
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::GgmlDType;
+use kvrec_llm::gguf::{GgufWriter, MetaValue, TensorType};
 use kvrec_llm::llama_file::{LlamaFile, LlamaShape};
 
-use super::checkpoint;
-use super::model::{RMS_EPS, ROPE_THETA};
+use super::base::Base;
+use super::checkpoint::{self, Saved};
+use super::lora::Lora;
+use super::model::{Transformer, RMS_EPS, ROPE_THETA};
+
+/// Storage type of the exported matrices: `f16`, `f32` or `q8_0` (LoRA merges only).
+pub fn parse_dtype(name: &str) -> Result<GgmlDType> {
+    Ok(match name {
+        "f16" => GgmlDType::F16,
+        "f32" => GgmlDType::F32,
+        "q8_0" => GgmlDType::Q8_0,
+        other => bail!("unknown --dtype '{other}'; use f16, f32 or q8_0"),
+    })
+}
 
 /// Writes `<run>`'s latest checkpoint to `gguf`.
-pub fn export(run: &Path, gguf: &Path, matrix_type: TensorType, name: &str) -> Result<LlamaShape> {
-    let (weights, saved) = checkpoint::latest(run)?
-        .with_context(|| format!("{} holds no checkpoint; run `train` first", run.display()))?;
+pub fn export(run: &Path, gguf: &Path, dtype: GgmlDType, name: &str) -> Result<LlamaShape> {
+    let (weights, saved) = latest(run)?;
+    if saved.config.lora.is_some() {
+        let (base, model) = lora_run(&weights, &saved)?;
+        base.write_merged(&model, dtype, &saved.config.template, gguf)
+            .with_context(|| format!("writing {}", gguf.display()))?;
+        return Ok(base.shape);
+    }
+    let matrix_type = match dtype {
+        GgmlDType::F16 => TensorType::F16,
+        GgmlDType::F32 => TensorType::F32,
+        other => bail!("a from-scratch model is written as f16 or f32, not {other:?}"),
+    };
     let vocab = super::bpe::gguf_vocab(&run.join("tokenizer.json"))?;
     let shape = LlamaShape {
         n_vocab: vocab.tokens.len(),
@@ -33,4 +58,56 @@ pub fn export(run: &Path, gguf: &Path, matrix_type: TensorType, name: &str) -> R
     .write(gguf)
     .with_context(|| format!("writing {}", gguf.display()))?;
     Ok(shape)
+}
+
+/// Writes a LoRA run's adapters as a llama.cpp adapter GGUF (`general.type = adapter`), to
+/// be applied to the unchanged base at `alpha / rank`.
+pub fn export_adapter(run: &Path, out: &Path) -> Result<()> {
+    let (weights, saved) = latest(run)?;
+    if saved.config.lora.is_none() {
+        bail!(
+            "{} trained a whole model, not LoRA adapters; use export",
+            run.display()
+        );
+    }
+    let (_, model) = lora_run(&weights, &saved)?;
+    let lora = model.lora.as_ref().context("the run has no adapters")?;
+    let mut w = GgufWriter::default();
+    w.meta("general.architecture", MetaValue::String("llama".into()))
+        .meta("general.type", MetaValue::String("adapter".into()))
+        .meta("adapter.type", MetaValue::String("lora".into()))
+        .meta("adapter.lora.alpha", MetaValue::F32(lora.spec.alpha as f32));
+    for (name, var) in lora.tensors() {
+        w.tensor(
+            &name,
+            var.dims(),
+            TensorType::F32,
+            var.as_tensor().flatten_all()?.to_vec1::<f32>()?,
+        );
+    }
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?,
+    );
+    w.write(&mut file)?;
+    Ok(())
+}
+
+fn latest(run: &Path) -> Result<(std::path::PathBuf, Saved)> {
+    checkpoint::latest(run)?
+        .with_context(|| format!("{} holds no checkpoint; run `train` first", run.display()))
+}
+
+/// A LoRA run's base and the frozen model with its trained adapters attached.
+pub fn lora_run(weights: &Path, saved: &Saved) -> Result<(Base, Transformer)> {
+    let (Some(base), Some(spec)) = (&saved.config.base, &saved.config.lora) else {
+        bail!("not a LoRA run");
+    };
+    let base = Base::read(base)?;
+    let mut model = base.model()?;
+    model.lora = Some(Lora::from_tensors(
+        spec,
+        &model,
+        &checkpoint::tensors(weights)?,
+    )?);
+    Ok((base, model))
 }

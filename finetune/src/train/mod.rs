@@ -5,9 +5,11 @@
 //! Prompts and answers are rendered by kvrec-core with the template stored in the model, and
 //! tokenized apart (BOS + prompt, then answer + EOS), as kvrec-llm does when it serves.
 
+pub mod base;
 pub mod bpe;
 pub mod checkpoint;
 pub mod export;
+pub mod lora;
 pub mod model;
 pub mod optimizer;
 pub mod plot;
@@ -17,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use kvrec_core::rng::Rng;
 use kvrec_core::template::TemplateSpec;
 use kvrec_core::Request;
@@ -25,6 +27,8 @@ use kvrec_llm::llama_file::LlamaShape;
 use serde::{Deserialize, Serialize};
 
 use crate::training_data::TrainingRow;
+use base::Base;
+use lora::{Lora, LoraSpec};
 use model::Transformer;
 use optimizer::AdamW;
 
@@ -57,6 +61,11 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// The template the model learns; stored in the GGUF.
     pub template: TemplateSpec,
+    /// A pre-trained llama GGUF to adapt with LoRA (its shape replaces the fields above).
+    #[serde(default)]
+    pub base: Option<PathBuf>,
+    #[serde(default)]
+    pub lora: Option<LoraSpec>,
 }
 
 impl Default for TrainConfig {
@@ -79,6 +88,8 @@ impl Default for TrainConfig {
             tied: true,
             checkpoint_every: 200,
             template: TemplateSpec::default(),
+            base: None,
+            lora: None,
         }
     }
 }
@@ -97,6 +108,42 @@ impl TrainConfig {
     }
 }
 
+/// Text → token ids, as the model that will serve the result tokenizes.
+pub trait TextTokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>>;
+    /// The start token prepended to every prompt, if the model uses one.
+    fn bos(&self) -> Result<Option<u32>>;
+    fn eos(&self) -> Result<u32>;
+}
+
+impl TextTokenizer for tokenizers::Tokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        bpe::encode(self, text)
+    }
+    fn bos(&self) -> Result<Option<u32>> {
+        bpe::token_id(self, bpe::BOS).map(Some)
+    }
+    fn eos(&self) -> Result<u32> {
+        bpe::token_id(self, bpe::EOS)
+    }
+}
+
+impl TextTokenizer for kvrec_llm::Model {
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenize(text, false)
+            .iter()
+            .map(|t| t.0 as u32)
+            .collect())
+    }
+    fn bos(&self) -> Result<Option<u32>> {
+        Ok(self.tokenize("", true).first().map(|t| t.0 as u32))
+    }
+    fn eos(&self) -> Result<u32> {
+        Ok(self.llama().vocab().eos().0 as u32)
+    }
+}
+
 /// One tokenized training example: `[BOS] prompt answer [EOS]`.
 #[derive(Debug, Clone)]
 pub struct Example {
@@ -109,18 +156,18 @@ pub struct Example {
 /// Renders and tokenizes rows; prompts too long for the context lose their oldest history.
 pub fn examples(
     rows: &[TrainingRow],
-    tokenizer: &tokenizers::Tokenizer,
+    tokenizer: &dyn TextTokenizer,
     spec: &TemplateSpec,
     context: usize,
     loss_items: usize,
 ) -> Result<Vec<Example>> {
-    let bos = bpe::token_id(tokenizer, bpe::BOS)?;
-    let eos = bpe::token_id(tokenizer, bpe::EOS)?;
+    let bos = tokenizer.bos()?;
+    let eos = tokenizer.eos()?;
     rows.iter()
         .map(|row| {
             let request = Request::from_object(&row.request)
                 .with_context(|| format!("training row of user {}", row.user_id))?;
-            let answer = bpe::encode(tokenizer, &spec.render_answer(&row.target))?;
+            let answer = tokenizer.encode(&spec.render_answer(&row.target))?;
             // The loss prefix is tokenized as scoring tokenizes it: `<id>,` per item.
             let loss_tokens = if loss_items == 0 || loss_items >= row.target.len() {
                 answer.len() + 1
@@ -130,7 +177,7 @@ pub fn examples(
                     .map(|&id| spec.answer_prefix(id))
                     .collect::<Vec<_>>()
                     .join(" ");
-                let tokens = bpe::encode(tokenizer, &prefix)?;
+                let tokens = tokenizer.encode(&prefix)?;
                 if !answer.starts_with(&tokens) {
                     bail!("user {}: the answer does not start with the tokens of {prefix:?}", row.user_id);
                 }
@@ -138,11 +185,11 @@ pub fn examples(
             };
             let mut spec = spec.clone();
             loop {
-                let prompt = bpe::encode(tokenizer, &spec.render_prompt(&request))?;
-                let len = 1 + prompt.len() + answer.len() + 1;
+                let prompt = tokenizer.encode(&spec.render_prompt(&request))?;
+                let len = usize::from(bos.is_some()) + prompt.len() + answer.len() + 1;
                 if len <= context {
                     let mut ids = Vec::with_capacity(len);
-                    ids.push(bos);
+                    ids.extend(bos);
                     ids.extend(prompt);
                     let answer_start = ids.len();
                     ids.extend(&answer);
@@ -244,7 +291,8 @@ pub fn keep_freed_memory() {
 }
 
 /// Runs (or resumes) training into `out`; stops after `stop_after` steps of this call when
-/// given (tests use it to interrupt a run).
+/// given (tests use it to interrupt a run). With `config.base` set, the base is frozen and
+/// only LoRA adapters train; otherwise the whole model trains from scratch.
 pub fn run(
     config: &TrainConfig,
     rows: &[TrainingRow],
@@ -255,7 +303,6 @@ pub fn run(
 ) -> Result<RunSummary> {
     keep_freed_memory();
     std::fs::create_dir_all(out)?;
-    let tokenizer_path = out.join("tokenizer.json");
     let resumed = if resume {
         checkpoint::latest(out)?
     } else {
@@ -272,58 +319,75 @@ pub fn run(
             );
         }
     }
-    let tokenizer = if resumed.is_some() {
-        bpe::load(&tokenizer_path)?
-    } else {
-        let texts: Vec<String> = rows
-            .iter()
-            .take(4000)
-            .map(|row| -> Result<String> {
-                let request = Request::from_object(&row.request)?;
-                Ok(format!(
-                    "{}{}",
-                    config.template.render_prompt(&request),
-                    config.template.render_answer(&row.target)
-                ))
-            })
-            .collect::<Result<_>>()?;
-        bpe::train(&texts, config.vocab_size, &tokenizer_path)?
+    let (model, tokenizer) = match (&config.base, &config.lora) {
+        (Some(base), Some(spec)) => {
+            let base = Base::read(base)?;
+            let mut model = base.model()?;
+            // Training text is tokenized by llama.cpp itself: exactly what serving will see.
+            let tokenizer: Box<dyn TextTokenizer> = Box::new(
+                kvrec_llm::Model::load(
+                    "lora-base",
+                    &base.path.to_string_lossy(),
+                    &Default::default(),
+                )
+                .with_context(|| {
+                    format!("llama.cpp could not load the base {}", base.path.display())
+                })?,
+            );
+            model.lora = Some(match &resumed {
+                Some((path, _)) => Lora::from_tensors(spec, &model, &checkpoint::tensors(path)?)?,
+                None => Lora::init(spec, &model, config.seed)?,
+            });
+            (model, tokenizer)
+        }
+        (None, None) => {
+            let tokenizer = scratch_tokenizer(config, rows, out, resumed.is_some())?;
+            let shape = LlamaShape {
+                n_vocab: tokenizer.get_vocab_size(true),
+                ..config.shape()
+            };
+            let model = match &resumed {
+                Some((path, _)) => checkpoint::load_model(path, shape, config.tied)?.0,
+                None => Transformer::init(shape, config.seed, config.tied)?,
+            };
+            (model, Box::new(tokenizer) as Box<dyn TextTokenizer>)
+        }
+        _ => bail!("LoRA needs both a base GGUF and adapter settings"),
     };
-    let shape = LlamaShape {
-        n_vocab: tokenizer.get_vocab_size(true),
-        ..config.shape()
-    };
+    let context = config.context.min(model.shape.context);
     let examples = examples(
         rows,
-        &tokenizer,
+        tokenizer.as_ref(),
         &config.template,
-        config.context,
+        context,
         config.loss_items,
     )?;
     if examples.is_empty() {
         bail!("no training rows");
     }
-    let pad = bpe::token_id(&tokenizer, bpe::EOS)?;
+    let pad = tokenizer.eos()?;
     let per_epoch = examples.len().div_ceil(config.batch);
     let total = ((per_epoch as f64) * config.epochs).ceil().max(1.0) as usize;
-
-    let (model, mut optimizer, start_step) = match resumed {
-        Some((path, saved)) => {
-            let (model, optimizer) = checkpoint::load(&path, shape, config)?;
-            (model, optimizer, saved.step)
-        }
-        None => {
-            let model = Transformer::init(shape, config.seed, config.tied)?;
-            let optimizer = AdamW::new(&model.vars, config.weight_decay)?;
-            (model, optimizer, 0)
-        }
+    let (names, vars) = trainable(&model);
+    let (mut optimizer, start_step) = match &resumed {
+        Some((path, saved)) => (
+            checkpoint::optimizer(path, &names, saved.step, config.weight_decay)?,
+            saved.step,
+        ),
+        None => (AdamW::new(&vars, config.weight_decay)?, 0),
     };
+    let parameters = vars.iter().map(|v| v.elem_count()).sum::<usize>()
+        - if model.lora.is_none() && model.tied {
+            model.vars[model.vars.len() - 1].elem_count()
+        } else {
+            0
+        };
     std::fs::write(
         out.join("run.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "config": config,
-            "shape": shape,
-            "parameters": model.parameter_count(),
+            "shape": model.shape,
+            "parameters": parameters,
             "examples": examples.len(),
             "steps": total,
         }))?,
@@ -345,7 +409,7 @@ pub fn run(
         }
         let grads = loss.backward()?;
         let lr = learning_rate(config, step, total);
-        optimizer.step(&model.vars, &grads, lr)?;
+        optimizer.step(&vars, &grads, lr)?;
         tokens_seen += batch.tokens;
         let rate = tokens_seen as f64 / started.elapsed().as_secs_f64();
         curve.push(format!(
@@ -358,7 +422,7 @@ pub fn run(
             bar.inc(1);
         }
         if (step + 1) % config.checkpoint_every == 0 || step + 1 == end {
-            checkpoint::save(out, &model, &optimizer, config, step + 1)?;
+            checkpoint::save(out, &names, &vars, &optimizer, config, step + 1)?;
             write_curve(&loss_csv, &curve)?;
             let losses: Vec<f64> = curve
                 .iter()
@@ -376,8 +440,42 @@ pub fn run(
         tokens_seen,
         final_loss: last_loss,
         seconds: started.elapsed().as_secs_f64(),
-        parameters: model.parameter_count(),
+        parameters,
     })
+}
+
+/// The tensors a run trains, by checkpoint name: the adapters under LoRA, else every weight.
+fn trainable(model: &Transformer) -> (Vec<String>, Vec<Var>) {
+    match &model.lora {
+        Some(lora) => lora.tensors().into_iter().unzip(),
+        None => (model.names.clone(), model.vars.clone()),
+    }
+}
+
+/// A from-scratch run's BPE: trained on the first rows' rendered text, or the run's own.
+fn scratch_tokenizer(
+    config: &TrainConfig,
+    rows: &[TrainingRow],
+    out: &Path,
+    resumed: bool,
+) -> Result<tokenizers::Tokenizer> {
+    let path = out.join("tokenizer.json");
+    if resumed {
+        return bpe::load(&path);
+    }
+    let texts: Vec<String> = rows
+        .iter()
+        .take(4000)
+        .map(|row| -> Result<String> {
+            let request = Request::from_object(&row.request)?;
+            Ok(format!(
+                "{}{}",
+                config.template.render_prompt(&request),
+                config.template.render_answer(&row.target)
+            ))
+        })
+        .collect::<Result<_>>()?;
+    bpe::train(&texts, config.vocab_size, &path)
 }
 
 fn write_curve(path: &Path, rows: &[String]) -> Result<()> {

@@ -3,6 +3,11 @@
 //! no q/k permutation is needed on export, SwiGLU feed-forward, untied output head.
 //!
 //! Only composite ops are used: candle's fused rms_norm/softmax/rope have no backward.
+//!
+//! The same forward serves LoRA fine-tuning of a pre-trained llama GGUF: the base is then
+//! frozen (its weights enter the graph detached, so no gradient is kept for them and layers
+//! below the lowest adapter get no backward pass at all) and [`Lora`] adds `scale·B·A·x` to the
+//! projections it targets.
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use candle_nn::ops::{rms_norm_slow, softmax};
@@ -10,19 +15,26 @@ use candle_nn::rotary_emb::rope_i_slow;
 use kvrec_core::rng::Rng;
 use kvrec_llm::llama_file::LlamaShape;
 
+use super::lora::Lora;
+
 pub const RMS_EPS: f32 = 1e-5;
 pub const ROPE_THETA: f32 = 10_000.0;
 /// Tensors per decoder layer in [`LlamaShape::tensors`] order.
-const PER_LAYER: usize = 9;
+pub const PER_LAYER: usize = 9;
 const ATTN_NORM: usize = 0;
-const ATTN_Q: usize = 1;
-const ATTN_K: usize = 2;
-const ATTN_V: usize = 3;
-const ATTN_OUT: usize = 4;
+pub const ATTN_Q: usize = 1;
+pub const ATTN_K: usize = 2;
+pub const ATTN_V: usize = 3;
+pub const ATTN_OUT: usize = 4;
 const FFN_NORM: usize = 5;
-const FFN_GATE: usize = 6;
-const FFN_UP: usize = 7;
-const FFN_DOWN: usize = 8;
+pub const FFN_GATE: usize = 6;
+pub const FFN_UP: usize = 7;
+pub const FFN_DOWN: usize = 8;
+
+/// Index in [`Transformer::vars`] of tensor `which` of `layer`.
+pub fn tensor_index(layer: usize, which: usize) -> usize {
+    1 + layer * PER_LAYER + which
+}
 
 /// A named weight: GGUF name, PyTorch-order dims, values.
 pub type NamedWeight = (String, Vec<usize>, Vec<f32>);
@@ -36,6 +48,11 @@ pub struct Transformer {
     pub tied: bool,
     pub names: Vec<String>,
     pub vars: Vec<Var>,
+    /// A pre-trained base under LoRA: its weights get no gradient.
+    pub frozen: bool,
+    pub lora: Option<Lora>,
+    pub rope_theta: f32,
+    pub rms_eps: f32,
     cos: Tensor,
     sin: Tensor,
 }
@@ -74,6 +91,17 @@ impl Transformer {
 
     /// Builds the model from `(name, dims, values)` in [`LlamaShape::tensors`] order.
     pub fn from_weights(shape: LlamaShape, weights: Vec<NamedWeight>, tied: bool) -> Result<Self> {
+        Self::from_weights_with(shape, weights, tied, ROPE_THETA, RMS_EPS)
+    }
+
+    /// [`Self::from_weights`] with the RoPE base and norm epsilon of a given file.
+    pub fn from_weights_with(
+        shape: LlamaShape,
+        weights: Vec<NamedWeight>,
+        tied: bool,
+        rope_theta: f32,
+        rms_eps: f32,
+    ) -> Result<Self> {
         let device = Device::Cpu;
         let expected = shape.tensors();
         if expected.len() != weights.len() {
@@ -94,19 +122,48 @@ impl Transformer {
             vars.push(Var::from_tensor(&Tensor::from_vec(data, dims, &device)?)?);
             names.push(name);
         }
-        let (cos, sin) = rope_tables(shape.head_dim(), shape.context, &device)?;
+        let (cos, sin) = rope_tables(shape.head_dim(), shape.context, rope_theta, &device)?;
         Ok(Transformer {
             shape,
             tied,
             names,
             vars,
+            frozen: false,
+            lora: None,
+            rope_theta,
+            rms_eps,
             cos,
             sin,
         })
     }
 
-    fn layer(&self, layer: usize, which: usize) -> &Tensor {
-        self.vars[1 + layer * PER_LAYER + which].as_tensor()
+    /// Weight `i` as the graph sees it: detached when frozen, so backward keeps no gradient.
+    fn weight(&self, i: usize) -> Tensor {
+        let w = self.vars[i].as_tensor();
+        if self.frozen {
+            w.detach()
+        } else {
+            w.clone()
+        }
+    }
+
+    fn layer(&self, layer: usize, which: usize) -> Tensor {
+        self.weight(tensor_index(layer, which))
+    }
+
+    /// `h · Wᵀ` for projection `which` of `layer`, plus the adapter's `scale · (h·Aᵀ)·Bᵀ`.
+    fn project(&self, h: &Tensor, layer: usize, which: usize) -> Result<Tensor> {
+        let base = h.matmul(&self.layer(layer, which).t()?)?;
+        match &self.lora {
+            Some(lora) => match lora.pair(tensor_index(layer, which)) {
+                Some(pair) => {
+                    let low = h.matmul(&pair.a.as_tensor().t()?)?;
+                    base + (low.matmul(&pair.b.as_tensor().t()?)? * lora.scale())?
+                }
+                None => Ok(base),
+            },
+            None => Ok(base),
+        }
     }
 
     /// Final hidden states (after the output norm) for token ids `(batch, time)`.
@@ -114,45 +171,41 @@ impl Transformer {
         let (b, t) = ids.dims2()?;
         let s = self.shape;
         let (d, heads, head_dim) = (s.n_embd, s.n_head, s.head_dim());
-        let mut x = self.vars[0]
-            .as_tensor()
+        let mut x = self
+            .weight(0)
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, d))?;
         let mask = causal_mask(t, ids.device())?;
         let cos = self.cos.narrow(0, 0, t)?;
         let sin = self.sin.narrow(0, 0, t)?;
         let scale = 1.0 / (head_dim as f64).sqrt();
-        let project = |h: &Tensor, w: &Tensor| h.matmul(&w.t()?);
+        let eps = self.rms_eps;
         for layer in 0..s.n_layer {
-            let h =
-                rms_norm_slow(&x, self.layer(layer, ATTN_NORM), RMS_EPS)?.reshape((b * t, d))?;
-            let heads_of = |w: &Tensor, n_heads: usize| -> Result<Tensor> {
-                project(&h, w)?
+            let h = rms_norm_slow(&x, &self.layer(layer, ATTN_NORM), eps)?.reshape((b * t, d))?;
+            let heads_of = |which: usize, n_heads: usize| -> Result<Tensor> {
+                self.project(&h, layer, which)?
                     .reshape((b, t, n_heads, head_dim))?
                     .transpose(1, 2)?
                     .contiguous()
             };
-            let q = rope_i_slow(&heads_of(self.layer(layer, ATTN_Q), heads)?, &cos, &sin)?;
-            let k = rope_i_slow(
-                &heads_of(self.layer(layer, ATTN_K), s.n_head_kv)?,
-                &cos,
-                &sin,
-            )?;
-            let v = heads_of(self.layer(layer, ATTN_V), s.n_head_kv)?;
+            let q = rope_i_slow(&heads_of(ATTN_Q, heads)?, &cos, &sin)?;
+            let k = rope_i_slow(&heads_of(ATTN_K, s.n_head_kv)?, &cos, &sin)?;
+            let v = heads_of(ATTN_V, s.n_head_kv)?;
             let (k, v) = repeat_kv(k, v, heads / s.n_head_kv)?;
             let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
             let attended = softmax(&scores, D::Minus1)?
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .reshape((b * t, d))?;
-            x = (x + project(&attended, self.layer(layer, ATTN_OUT))?.reshape((b, t, d))?)?;
-            let h = rms_norm_slow(&x, self.layer(layer, FFN_NORM), RMS_EPS)?.reshape((b * t, d))?;
-            let gated = (project(&h, self.layer(layer, FFN_GATE))?.silu()?
-                * project(&h, self.layer(layer, FFN_UP))?)?;
-            x = (x + project(&gated, self.layer(layer, FFN_DOWN))?.reshape((b, t, d))?)?;
+            x = (x + self
+                .project(&attended, layer, ATTN_OUT)?
+                .reshape((b, t, d))?)?;
+            let h = rms_norm_slow(&x, &self.layer(layer, FFN_NORM), eps)?.reshape((b * t, d))?;
+            let gated =
+                (self.project(&h, layer, FFN_GATE)?.silu()? * self.project(&h, layer, FFN_UP)?)?;
+            x = (x + self.project(&gated, layer, FFN_DOWN)?.reshape((b, t, d))?)?;
         }
-        let n = self.vars.len();
-        rms_norm_slow(&x, self.vars[n - 2].as_tensor(), RMS_EPS)
+        rms_norm_slow(&x, &self.weight(self.vars.len() - 2), eps)
     }
 
     /// Logits `(rows, vocab)` for the hidden states at flat positions `rows` of `hidden`.
@@ -162,12 +215,8 @@ impl Transformer {
         picked.matmul(&self.head().t()?)
     }
 
-    fn head(&self) -> &Tensor {
-        if self.tied {
-            self.vars[0].as_tensor()
-        } else {
-            self.vars[self.vars.len() - 1].as_tensor()
-        }
+    fn head(&self) -> Tensor {
+        self.weight(if self.tied { 0 } else { self.vars.len() - 1 })
     }
 
     /// Mean cross-entropy of `targets` predicted at flat positions `rows`.
@@ -188,7 +237,7 @@ impl Transformer {
                 let source = if i == last {
                     self.head()
                 } else {
-                    var.as_tensor()
+                    var.as_tensor().clone()
                 };
                 Ok((
                     name.clone(),
@@ -224,10 +273,15 @@ fn repeat_kv(k: Tensor, v: Tensor, groups: usize) -> Result<(Tensor, Tensor)> {
 }
 
 /// cos/sin tables `(context, head_dim / 2)` for llama.cpp's normal RoPE.
-fn rope_tables(head_dim: usize, context: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+fn rope_tables(
+    head_dim: usize,
+    context: usize,
+    theta: f32,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
     let half = head_dim / 2;
     let inv_freq: Vec<f32> = (0..half)
-        .map(|i| ROPE_THETA.powf(-((2 * i) as f32) / head_dim as f32))
+        .map(|i| theta.powf(-((2 * i) as f32) / head_dim as f32))
         .collect();
     let mut angles = Vec::with_capacity(context * half);
     for pos in 0..context {
@@ -264,5 +318,37 @@ impl Transformer {
             .zip(&ids[from..])
             .map(|(row, &token)| f64::from(row[token as usize]))
             .sum())
+    }
+
+    /// Each candidate's score as kvrec-llm's constrained scoring computes it (log-probability
+    /// renormalised over the candidates where their answer prefixes part ways), from this
+    /// forward: what llama.cpp's `rank()` of an exported model must reproduce.
+    pub fn candidate_scores(&self, prompt: &[u32], prefixes: &[Vec<u32>]) -> Result<Vec<f64>> {
+        let as_i32: Vec<Vec<i32>> = prefixes
+            .iter()
+            .map(|p| p.iter().map(|&t| t as i32).collect())
+            .collect();
+        let trie = kvrec_llm::trie::CandidateTrie::new(&as_i32);
+        let mut failed = None;
+        let scores = trie.scores(|at, token| {
+            let mut ids = prompt.to_vec();
+            if let Some(node) = at {
+                ids.extend(
+                    trie.lineage(node)
+                        .iter()
+                        .map(|&n| trie.nodes[n].token as u32),
+                );
+            }
+            let from = ids.len();
+            ids.push(token as u32);
+            self.continuation_logprob(&ids, from).unwrap_or_else(|e| {
+                failed = Some(e);
+                f64::NAN
+            })
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(scores),
+        }
     }
 }

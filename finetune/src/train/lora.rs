@@ -1,0 +1,213 @@
+//! LoRA adapters on a frozen llama base: which projections and layers get one, their
+//! initialisation (A small and random, B zero, so training starts from the base's outputs),
+//! the merge `W + (alpha / rank)·B·A`, and their tensors by llama.cpp's adapter names.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor, Var};
+use kvrec_core::rng::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::model::{
+    tensor_index, Transformer, ATTN_K, ATTN_OUT, ATTN_Q, ATTN_V, FFN_DOWN, FFN_GATE, FFN_UP,
+};
+
+/// Projection names accepted in `--lora-targets`, and the tensor each names.
+pub const TARGETS: [(&str, usize); 7] = [
+    ("q", ATTN_Q),
+    ("k", ATTN_K),
+    ("v", ATTN_V),
+    ("o", ATTN_OUT),
+    ("gate", FFN_GATE),
+    ("up", FFN_UP),
+    ("down", FFN_DOWN),
+];
+
+/// What gets an adapter; stored in the run's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    pub rank: usize,
+    pub alpha: f64,
+    /// Names from [`TARGETS`].
+    pub targets: Vec<String>,
+    /// Layers with adapters; empty = every layer. Adapters on the top layers only leave the
+    /// layers below without a backward pass.
+    #[serde(default)]
+    pub layers: Vec<usize>,
+}
+
+impl Default for LoraSpec {
+    fn default() -> Self {
+        LoraSpec {
+            rank: 8,
+            alpha: 16.0,
+            targets: vec!["q".into(), "v".into()],
+            layers: Vec::new(),
+        }
+    }
+}
+
+impl LoraSpec {
+    /// The `(layer, tensor)` pairs this spec adapts in a model of `n_layer` layers.
+    pub fn sites(&self, n_layer: usize) -> Result<Vec<(usize, usize)>> {
+        if self.rank == 0 {
+            bail!("--lora-rank must be at least 1");
+        }
+        let mut which = Vec::new();
+        for target in &self.targets {
+            match TARGETS.iter().find(|(name, _)| name == target) {
+                Some(&(_, w)) => which.push(w),
+                None => bail!(
+                    "unknown LoRA target '{target}'; use some of {}",
+                    TARGETS.map(|(n, _)| n).join(", ")
+                ),
+            }
+        }
+        if which.is_empty() {
+            bail!("no LoRA targets; pass e.g. --lora-targets q,v");
+        }
+        let layers: Vec<usize> = if self.layers.is_empty() {
+            (0..n_layer).collect()
+        } else {
+            self.layers.clone()
+        };
+        if let Some(bad) = layers.iter().find(|&&l| l >= n_layer) {
+            bail!(
+                "LoRA layer {bad} does not exist: the base has layers 0 to {}",
+                n_layer - 1
+            );
+        }
+        Ok(layers
+            .iter()
+            .flat_map(|&l| which.iter().map(move |&w| (l, w)))
+            .collect())
+    }
+}
+
+/// One adapted projection `W (out × in)`: `A (rank × in)`, `B (out × rank)`.
+pub struct LoraPair {
+    /// The base tensor's GGUF name, e.g. `blk.3.attn_q.weight`.
+    pub name: String,
+    pub a: Var,
+    pub b: Var,
+}
+
+pub struct Lora {
+    pub spec: LoraSpec,
+    /// By the adapted tensor's index in [`Transformer::vars`].
+    pairs: BTreeMap<usize, LoraPair>,
+}
+
+impl Lora {
+    /// Fresh adapters for `model`: A uniform in ±1/√in (seeded), B zero.
+    pub fn init(spec: &LoraSpec, model: &Transformer, seed: u64) -> Result<Lora> {
+        let mut rng = Rng::new(seed ^ 0x10a4);
+        Self::build(spec, model, |_, (rank, input), out| {
+            let bound = 1.0 / (input as f32).sqrt();
+            let a: Vec<f32> = (0..rank * input)
+                .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * bound)
+                .collect();
+            Ok((
+                Tensor::from_vec(a, (rank, input), &Device::Cpu)?,
+                Tensor::zeros((out, rank), candle_core::DType::F32, &Device::Cpu)?,
+            ))
+        })
+    }
+
+    /// Adapters from saved tensors named as [`Lora::tensors`] names them.
+    pub fn from_tensors(
+        spec: &LoraSpec,
+        model: &Transformer,
+        saved: &std::collections::HashMap<String, Tensor>,
+    ) -> Result<Lora> {
+        Self::build(spec, model, |name, _, _| {
+            let get = |suffix: &str| {
+                saved
+                    .get(&format!("{name}.{suffix}"))
+                    .cloned()
+                    .with_context(|| format!("the checkpoint has no {name}.{suffix}"))
+            };
+            Ok((get("lora_a")?, get("lora_b")?))
+        })
+    }
+
+    fn build(
+        spec: &LoraSpec,
+        model: &Transformer,
+        mut make: impl FnMut(&str, (usize, usize), usize) -> Result<(Tensor, Tensor)>,
+    ) -> Result<Lora> {
+        let mut pairs = BTreeMap::new();
+        for (layer, which) in spec.sites(model.shape.n_layer)? {
+            let i = tensor_index(layer, which);
+            let name = model.names[i].clone();
+            let (out, input) = model.vars[i].dims2()?;
+            let (a, b) = make(&name, (spec.rank, input), out)?;
+            if a.dims() != [spec.rank, input] || b.dims() != [out, spec.rank] {
+                bail!(
+                    "{name}: adapter shapes {:?} / {:?} do not fit a {out}×{input} weight at rank {}",
+                    a.dims(),
+                    b.dims(),
+                    spec.rank
+                );
+            }
+            pairs.insert(
+                i,
+                LoraPair {
+                    name,
+                    a: Var::from_tensor(&a)?,
+                    b: Var::from_tensor(&b)?,
+                },
+            );
+        }
+        Ok(Lora {
+            spec: spec.clone(),
+            pairs,
+        })
+    }
+
+    /// `alpha / rank`, as llama.cpp scales an adapter.
+    pub fn scale(&self) -> f64 {
+        self.spec.alpha / self.spec.rank as f64
+    }
+
+    pub fn pair(&self, tensor: usize) -> Option<&LoraPair> {
+        self.pairs.get(&tensor)
+    }
+
+    pub fn pairs(&self) -> impl Iterator<Item = (usize, &LoraPair)> {
+        self.pairs.iter().map(|(&i, p)| (i, p))
+    }
+
+    /// The trained tensors with llama.cpp adapter names (`<weight>.lora_a` / `.lora_b`).
+    pub fn tensors(&self) -> Vec<(String, Var)> {
+        self.pairs
+            .values()
+            .flat_map(|p| {
+                [
+                    (format!("{}.lora_a", p.name), p.a.clone()),
+                    (format!("{}.lora_b", p.name), p.b.clone()),
+                ]
+            })
+            .collect()
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.pairs
+            .values()
+            .map(|p| p.a.elem_count() + p.b.elem_count())
+            .sum()
+    }
+
+    /// `scale · B · A` for the pair adapting tensor `i`.
+    pub fn delta(&self, pair: &LoraPair) -> Result<Tensor> {
+        Ok((pair.b.as_tensor().matmul(pair.a.as_tensor())? * self.scale())?)
+    }
+}
+
+/// The base weights with every adapter merged in: `W + scale·B·A`, by tensor index.
+pub fn merged(model: &Transformer, lora: &Lora) -> Result<Vec<(usize, Tensor)>> {
+    lora.pairs()
+        .map(|(i, pair)| Ok((i, (model.vars[i].as_tensor() + lora.delta(pair)?)?)))
+        .collect()
+}
