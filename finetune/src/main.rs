@@ -134,6 +134,10 @@ enum Command {
         /// Layers that get adapters (default: all); the top layers alone train fastest.
         #[arg(long, value_delimiter = ',')]
         lora_layers: Vec<usize>,
+        /// Order the answer's items after the positive by this candidate key (ascending;
+        /// -KEY for descending), e.g. co_watch_rank.
+        #[arg(long)]
+        order_rest_by: Option<String>,
     },
     /// Write a training run's latest checkpoint as a GGUF that llama.cpp and recommend() load.
     Export {
@@ -358,6 +362,7 @@ fn main() -> Result<()> {
             lora_alpha,
             lora_targets,
             lora_layers,
+            order_rest_by,
         } => {
             let candidate_id = match candidate_id.as_str() {
                 "first" => CandidateIdPosition::First,
@@ -393,6 +398,7 @@ fn main() -> Result<()> {
                     layers: lora_layers,
                 }),
                 base,
+                order_rest_by,
             };
             let mut rows: Vec<TrainingRow> = Vec::new();
             for path in &data {

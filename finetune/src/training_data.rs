@@ -56,3 +56,77 @@ pub fn rows(
     }
     Ok(out)
 }
+
+/// The target with the items after the positive ordered by candidate key `key` (ascending;
+/// `-key` for descending), ties kept in their order. The positive stays first: the paper's
+/// target says nothing about the order of the negatives, so giving them an order the keys
+/// decide turns nine arbitrary copies per answer into nine learnable choices.
+pub fn order_rest_by(row: &TrainingRow, key: &str) -> Result<Vec<i64>> {
+    let (name, descending) = match key.strip_prefix('-') {
+        Some(name) => (name, true),
+        None => (key, false),
+    };
+    let candidates = row
+        .request
+        .get("candidates")
+        .and_then(Value::as_array)
+        .with_context(|| format!("training row of user {} has no candidates", row.user_id))?;
+    let value_of = |id: i64| -> Result<f64> {
+        candidates
+            .iter()
+            .find(|c| c.get("id").and_then(Value::as_i64) == Some(id))
+            .and_then(|c| c.get(name))
+            .and_then(Value::as_f64)
+            .with_context(|| {
+                format!(
+                    "candidate {id} of user {} has no numeric key '{name}'; build the data with --candidate-keys {name}",
+                    row.user_id
+                )
+            })
+    };
+    let mut rest = row
+        .target
+        .iter()
+        .skip(1)
+        .map(|&id| Ok((value_of(id)?, id)))
+        .collect::<Result<Vec<_>>>()?;
+    rest.sort_by(|a, b| {
+        let order = a.0.total_cmp(&b.0);
+        if descending {
+            order.reverse()
+        } else {
+            order
+        }
+    });
+    Ok(row
+        .target
+        .iter()
+        .take(1)
+        .copied()
+        .chain(rest.into_iter().map(|(_, id)| id))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_rest_follows_the_key_and_the_positive_stays_first() {
+        let row = TrainingRow {
+            user_id: 1,
+            copy: 0,
+            augmentation: "none".into(),
+            request: json!({"candidates": [
+                {"id": 5, "rank": 3}, {"id": 6, "rank": 1}, {"id": 7, "rank": 2}, {"id": 8, "rank": 4}
+            ]}),
+            positive: 8,
+            target: vec![8, 5, 6, 7],
+        };
+        assert_eq!(order_rest_by(&row, "rank").unwrap(), vec![8, 6, 7, 5]);
+        assert_eq!(order_rest_by(&row, "-rank").unwrap(), vec![8, 5, 7, 6]);
+        let err = order_rest_by(&row, "year").unwrap_err().to_string();
+        assert!(err.contains("--candidate-keys year"), "{err}");
+    }
+}

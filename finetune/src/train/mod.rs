@@ -66,6 +66,10 @@ pub struct TrainConfig {
     pub base: Option<PathBuf>,
     #[serde(default)]
     pub lora: Option<LoraSpec>,
+    /// Order the answer's items after the positive by this candidate key (see
+    /// [`crate::training_data::order_rest_by`]); `None` keeps the rows' order.
+    #[serde(default)]
+    pub order_rest_by: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -90,6 +94,7 @@ impl Default for TrainConfig {
             template: TemplateSpec::default(),
             base: None,
             lora: None,
+            order_rest_by: None,
         }
     }
 }
@@ -109,7 +114,7 @@ impl TrainConfig {
 }
 
 /// Text → token ids, as the model that will serve the result tokenizes.
-pub trait TextTokenizer {
+pub trait TextTokenizer: Sync {
     fn encode(&self, text: &str) -> Result<Vec<u32>>;
     /// The start token prepended to every prompt, if the model uses one.
     fn bos(&self) -> Result<Option<u32>>;
@@ -153,18 +158,26 @@ pub struct Example {
     pub loss_end: usize,
 }
 
-/// Renders and tokenizes rows; prompts too long for the context lose their oldest history.
+/// Renders and tokenizes rows (in parallel, with a progress bar when `progress`); prompts too
+/// long for the context lose their oldest history.
 pub fn examples(
     rows: &[TrainingRow],
     tokenizer: &dyn TextTokenizer,
     spec: &TemplateSpec,
     context: usize,
     loss_items: usize,
+    progress: bool,
 ) -> Result<Vec<Example>> {
+    use rayon::prelude::*;
     let bos = tokenizer.bos()?;
     let eos = tokenizer.eos()?;
-    rows.iter()
+    let bar = progress.then(|| crate::eval::progress(rows.len(), "tokenizing"));
+    let examples = rows
+        .par_iter()
         .map(|row| {
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
             let request = Request::from_object(&row.request)
                 .with_context(|| format!("training row of user {}", row.user_id))?;
             let answer = tokenizer.encode(&spec.render_answer(&row.target))?;
@@ -210,7 +223,11 @@ pub fn examples(
                 spec.max_history = spec.max_history.min(request.history.len()).saturating_sub(1);
             }
         })
-        .collect()
+        .collect::<Result<Vec<_>>>();
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    examples
 }
 
 /// Token ids, loss rows and targets of one batch, padded to its longest example.
@@ -355,12 +372,29 @@ pub fn run(
         _ => bail!("LoRA needs both a base GGUF and adapter settings"),
     };
     let context = config.context.min(model.shape.context);
+    let reordered;
+    let rows = match &config.order_rest_by {
+        Some(key) => {
+            reordered = rows
+                .iter()
+                .map(|row| {
+                    Ok(TrainingRow {
+                        target: crate::training_data::order_rest_by(row, key)?,
+                        ..row.clone()
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            &reordered[..]
+        }
+        None => rows,
+    };
     let examples = examples(
         rows,
         tokenizer.as_ref(),
         &config.template,
         context,
         config.loss_items,
+        progress,
     )?;
     if examples.is_empty() {
         bail!("no training rows");
