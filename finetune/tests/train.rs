@@ -254,7 +254,8 @@ fn lora_merge_is_the_base_plus_scaled_product() {
     for (i, weight) in merged {
         weights[i].2 = weight.flatten_all().unwrap().to_vec1().unwrap();
     }
-    let plain = Transformer::from_weights_with(
+    let plain = Transformer::new(
+        model.arch,
         model.shape,
         weights,
         model.tied,

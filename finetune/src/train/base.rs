@@ -1,6 +1,7 @@
-//! A pre-trained llama-architecture GGUF as a LoRA base: its hyper-parameters from the
-//! metadata, every weight dequantized to f32 (frozen), and the merged-model writer that keeps
-//! the base's metadata and untouched tensor blocks and re-quantizes only what LoRA changed.
+//! A pre-trained GGUF as a LoRA base (llama or Gemma 3 architecture): its hyper-parameters
+//! from the metadata, every weight dequantized to f32 (frozen), and the merged-model writer
+//! that keeps the base's metadata and untouched tensor blocks and re-quantizes only what LoRA
+//! changed.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -14,10 +15,13 @@ use kvrec_core::template::{TemplateSpec, TEMPLATE_METADATA_KEY as TEMPLATE_KEY};
 use kvrec_llm::llama_file::LlamaShape;
 
 use super::lora;
-use super::model::Transformer;
+use super::model::{Arch, Transformer};
 
 pub struct Base {
     pub path: PathBuf,
+    /// `general.architecture`: `llama` or `gemma3`.
+    pub architecture: String,
+    pub arch: Arch,
     pub shape: LlamaShape,
     pub rope_theta: f32,
     pub rms_eps: f32,
@@ -39,30 +43,44 @@ impl Base {
                 .get(key)
                 .with_context(|| format!("{}: no {key} in the metadata", path.display()))
         };
-        let arch = meta("general.architecture")?.to_string()?.clone();
-        if arch != "llama" {
+        let architecture = meta("general.architecture")?.to_string()?.clone();
+        if architecture != "llama" && architecture != "gemma3" {
             bail!(
-                "{}: architecture '{arch}' is not supported as a LoRA base yet; use a llama-architecture GGUF",
+                "{}: architecture '{architecture}' is not supported as a LoRA base; use a llama or gemma3 GGUF",
                 path.display()
             );
         }
-        let u = |key: &str| -> Result<usize> { Ok(meta(key)?.to_u32()? as usize) };
+        let key = |name: &str| format!("{architecture}.{name}");
+        let u = |name: &str| -> Result<usize> { Ok(meta(&key(name))?.to_u32()? as usize) };
         let embd = content
             .tensor_infos
             .get("token_embd.weight")
             .context("the base has no token_embd.weight")?;
-        let n_head = u("llama.attention.head_count")?;
+        let n_head = u("attention.head_count")?;
         let shape = LlamaShape {
             n_vocab: embd.shape.dims()[0],
-            n_embd: u("llama.embedding_length")?,
-            n_layer: u("llama.block_count")?,
+            n_embd: u("embedding_length")?,
+            n_layer: u("block_count")?,
             n_head,
-            n_head_kv: u("llama.attention.head_count_kv").unwrap_or(n_head),
-            n_ff: u("llama.feed_forward_length")?,
-            context: u("llama.context_length")?,
+            n_head_kv: u("attention.head_count_kv").unwrap_or(n_head),
+            n_ff: u("feed_forward_length")?,
+            context: u("context_length")?,
         };
-        let rope_theta = meta("llama.rope.freq_base").map_or(Ok(10_000.0), |v| v.to_f32())?;
-        let rms_eps = meta("llama.attention.layer_norm_rms_epsilon")?.to_f32()?;
+        let rope_theta = meta(&key("rope.freq_base")).map_or(Ok(10_000.0), |v| v.to_f32())?;
+        let rms_eps = meta(&key("attention.layer_norm_rms_epsilon"))?.to_f32()?;
+        let arch = if architecture == "gemma3" {
+            let head_dim = u("attention.key_length")?;
+            // llama.cpp's gemma3 constants: every 6th layer global, local RoPE base 10,000.
+            Arch::Gemma3 {
+                head_dim,
+                window: u("attention.sliding_window")?,
+                global_every: 6,
+                rope_local: 10_000.0,
+                query_scale: 1.0 / (head_dim as f64).sqrt(),
+            }
+        } else {
+            Arch::Llama
+        };
         let template = match content.metadata.get(TEMPLATE_KEY) {
             Some(v) => Some(TemplateSpec::from_json(&serde_json::from_str(
                 v.to_string()?,
@@ -71,6 +89,8 @@ impl Base {
         };
         Ok(Base {
             path: path.to_path_buf(),
+            architecture,
+            arch,
             shape,
             rope_theta,
             rms_eps,
@@ -83,32 +103,25 @@ impl Base {
     /// The frozen model, every tensor dequantized to f32.
     pub fn model(&self) -> Result<Transformer> {
         let mut reader = open(&self.path)?;
-        let weights = self
-            .shape
-            .tensors()
+        let mut names: Vec<&String> = self.content.tensor_infos.keys().collect();
+        names.sort();
+        let weights = names
             .into_iter()
-            .map(|(name, dims)| {
-                // A tied base has no head: its slot takes the embedding (unused when tied).
-                let stored = if self.tied && name == "output.weight" {
-                    "token_embd.weight"
-                } else {
-                    name.as_str()
-                };
+            .map(|name| {
                 let tensor = self
                     .content
-                    .tensor(&mut reader, stored, &Device::Cpu)
-                    .with_context(|| format!("reading {stored}"))?
+                    .tensor(&mut reader, name, &Device::Cpu)
+                    .with_context(|| format!("reading {name}"))?
                     .dequantize(&Device::Cpu)?;
-                if tensor.dims() != dims {
-                    bail!(
-                        "{name} is {:?}, the metadata implies {dims:?}",
-                        tensor.dims()
-                    );
-                }
-                Ok((name, dims, tensor.flatten_all()?.to_vec1::<f32>()?))
+                Ok((
+                    name.clone(),
+                    tensor.dims().to_vec(),
+                    tensor.flatten_all()?.to_vec1::<f32>()?,
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut model = Transformer::from_weights_with(
+        let mut model = Transformer::new(
+            self.arch,
             self.shape,
             weights,
             self.tied,

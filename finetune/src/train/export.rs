@@ -70,13 +70,16 @@ pub fn export_adapter(run: &Path, out: &Path) -> Result<()> {
             run.display()
         );
     }
-    let (_, model) = lora_run(&weights, &saved)?;
+    let (base, model) = lora_run(&weights, &saved)?;
     let lora = model.lora.as_ref().context("the run has no adapters")?;
     let mut w = GgufWriter::default();
-    w.meta("general.architecture", MetaValue::String("llama".into()))
-        .meta("general.type", MetaValue::String("adapter".into()))
-        .meta("adapter.type", MetaValue::String("lora".into()))
-        .meta("adapter.lora.alpha", MetaValue::F32(lora.spec.alpha as f32));
+    w.meta(
+        "general.architecture",
+        MetaValue::String(base.architecture.clone()),
+    )
+    .meta("general.type", MetaValue::String("adapter".into()))
+    .meta("adapter.type", MetaValue::String("lora".into()))
+    .meta("adapter.lora.alpha", MetaValue::F32(lora.spec.alpha as f32));
     for (name, var) in lora.tensors() {
         w.tensor(
             &name,

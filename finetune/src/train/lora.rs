@@ -9,19 +9,17 @@ use candle_core::{Device, Tensor, Var};
 use kvrec_core::rng::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::model::{
-    tensor_index, Transformer, ATTN_K, ATTN_OUT, ATTN_Q, ATTN_V, FFN_DOWN, FFN_GATE, FFN_UP,
-};
+use super::model::Transformer;
 
-/// Projection names accepted in `--lora-targets`, and the tensor each names.
-pub const TARGETS: [(&str, usize); 7] = [
-    ("q", ATTN_Q),
-    ("k", ATTN_K),
-    ("v", ATTN_V),
-    ("o", ATTN_OUT),
-    ("gate", FFN_GATE),
-    ("up", FFN_UP),
-    ("down", FFN_DOWN),
+/// Projection names accepted in `--lora-targets`, and the GGUF tensor kind each names.
+pub const TARGETS: [(&str, &str); 7] = [
+    ("q", "attn_q"),
+    ("k", "attn_k"),
+    ("v", "attn_v"),
+    ("o", "attn_output"),
+    ("gate", "ffn_gate"),
+    ("up", "ffn_up"),
+    ("down", "ffn_down"),
 ];
 
 /// What gets an adapter; stored in the run's configuration.
@@ -49,8 +47,8 @@ impl Default for LoraSpec {
 }
 
 impl LoraSpec {
-    /// The `(layer, tensor)` pairs this spec adapts in a model of `n_layer` layers.
-    pub fn sites(&self, n_layer: usize) -> Result<Vec<(usize, usize)>> {
+    /// The `(layer, tensor kind)` pairs this spec adapts in a model of `n_layer` layers.
+    pub fn sites(&self, n_layer: usize) -> Result<Vec<(usize, &'static str)>> {
         if self.rank == 0 {
             bail!("--lora-rank must be at least 1");
         }
@@ -138,8 +136,8 @@ impl Lora {
         mut make: impl FnMut(&str, (usize, usize), usize) -> Result<(Tensor, Tensor)>,
     ) -> Result<Lora> {
         let mut pairs = BTreeMap::new();
-        for (layer, which) in spec.sites(model.shape.n_layer)? {
-            let i = tensor_index(layer, which);
+        for (layer, kind) in spec.sites(model.shape.n_layer)? {
+            let i = model.tensor_at(layer, kind)?;
             let name = model.names[i].clone();
             let (out, input) = model.vars[i].dims2()?;
             let (a, b) = make(&name, (spec.rank, input), out)?;

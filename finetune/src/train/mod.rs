@@ -410,12 +410,10 @@ pub fn run(
         ),
         None => (AdamW::new(&vars, config.weight_decay)?, 0),
     };
-    let parameters = vars.iter().map(|v| v.elem_count()).sum::<usize>()
-        - if model.lora.is_none() && model.tied {
-            model.vars[model.vars.len() - 1].elem_count()
-        } else {
-            0
-        };
+    let parameters = match &model.lora {
+        Some(lora) => lora.parameter_count(),
+        None => model.parameter_count(),
+    };
     std::fs::write(
         out.join("run.json"),
         serde_json::to_string_pretty(&serde_json::json!({

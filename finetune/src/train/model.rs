@@ -1,17 +1,19 @@
-//! A llama-architecture transformer in candle, with the exact tensor layout llama.cpp reads
-//! (names and shapes from [`LlamaShape::tensors`]): RMSNorm, interleaved ("normal") RoPE so
-//! no q/k permutation is needed on export, SwiGLU feed-forward, untied output head.
+//! The transformers kvrec trains, in candle, with the exact tensor names llama.cpp reads:
+//! llama (RMSNorm, interleaved "normal" RoPE so no q/k permutation is needed on export,
+//! SwiGLU) — the from-scratch model and any llama GGUF — and Gemma 3 (see [`Arch::Gemma3`]),
+//! the pre-trained base LoRA adapts.
 //!
 //! Only composite ops are used: candle's fused rms_norm/softmax/rope have no backward.
 //!
-//! The same forward serves LoRA fine-tuning of a pre-trained llama GGUF: the base is then
-//! frozen (its weights enter the graph detached, so no gradient is kept for them and layers
-//! below the lowest adapter get no backward pass at all) and [`Lora`] adds `scale·B·A·x` to the
-//! projections it targets.
+//! Under LoRA the base is frozen (its weights enter the graph detached, so no gradient is kept
+//! for them and layers below the lowest adapter get no backward pass at all) and [`Lora`] adds
+//! `scale·B·A·x` to the projections it targets.
+
+use std::collections::HashMap;
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use candle_nn::ops::{rms_norm_slow, softmax};
-use candle_nn::rotary_emb::rope_i_slow;
+use candle_nn::rotary_emb::{rope_i_slow, rope_slow};
 use kvrec_core::rng::Rng;
 use kvrec_llm::llama_file::LlamaShape;
 
@@ -19,28 +21,33 @@ use super::lora::Lora;
 
 pub const RMS_EPS: f32 = 1e-5;
 pub const ROPE_THETA: f32 = 10_000.0;
-/// Tensors per decoder layer in [`LlamaShape::tensors`] order.
-pub const PER_LAYER: usize = 9;
-const ATTN_NORM: usize = 0;
-pub const ATTN_Q: usize = 1;
-pub const ATTN_K: usize = 2;
-pub const ATTN_V: usize = 3;
-pub const ATTN_OUT: usize = 4;
-const FFN_NORM: usize = 5;
-pub const FFN_GATE: usize = 6;
-pub const FFN_UP: usize = 7;
-pub const FFN_DOWN: usize = 8;
+/// RoPE tables cover at most this many positions (Gemma declares 32,768; prompts are short).
+const MAX_ROPE_POSITIONS: usize = 8192;
 
-/// Index in [`Transformer::vars`] of tensor `which` of `layer`.
-pub fn tensor_index(layer: usize, which: usize) -> usize {
-    1 + layer * PER_LAYER + which
+/// The forward a model runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Arch {
+    Llama,
+    /// Gemma 3, as llama.cpp's `gemma3` graph: embeddings × √d; per-head RMSNorm of q and k;
+    /// NEOX RoPE, base `rope_theta` on every `global_every`-th layer and `rope_local` (with a
+    /// causal window of `window` tokens) on the others; queries × `query_scale`; RMSNorm after
+    /// attention and after the GELU-tanh gated FFN; head tied to the embedding. The GGUF's
+    /// norm weights already include Gemma's `+1`.
+    Gemma3 {
+        head_dim: usize,
+        window: usize,
+        global_every: usize,
+        rope_local: f32,
+        query_scale: f64,
+    },
 }
 
 /// A named weight: GGUF name, PyTorch-order dims, values.
 pub type NamedWeight = (String, Vec<usize>, Vec<f32>);
 
-/// The trainable model: one [`Var`] per GGUF tensor, in file order.
+/// The trainable model: one [`Var`] per GGUF tensor.
 pub struct Transformer {
+    pub arch: Arch,
     pub shape: LlamaShape,
     /// The output head is the token embedding (its own `output.weight` is then unused and
     /// exported as a copy of `token_embd.weight`): a candidate id's embedding read in the
@@ -48,6 +55,7 @@ pub struct Transformer {
     pub tied: bool,
     pub names: Vec<String>,
     pub vars: Vec<Var>,
+    index: HashMap<String, usize>,
     /// A pre-trained base under LoRA: its weights get no gradient.
     pub frozen: bool,
     pub lora: Option<Lora>,
@@ -55,6 +63,8 @@ pub struct Transformer {
     pub rms_eps: f32,
     cos: Tensor,
     sin: Tensor,
+    /// Gemma's local layers' RoPE tables.
+    local_rope: Option<(Tensor, Tensor)>,
 }
 
 impl Transformer {
@@ -102,7 +112,6 @@ impl Transformer {
         rope_theta: f32,
         rms_eps: f32,
     ) -> Result<Self> {
-        let device = Device::Cpu;
         let expected = shape.tensors();
         if expected.len() != weights.len() {
             candle_core::bail!(
@@ -111,30 +120,115 @@ impl Transformer {
                 expected.len()
             );
         }
-        let mut names = Vec::with_capacity(weights.len());
-        let mut vars = Vec::with_capacity(weights.len());
-        for ((want_name, want_dims), (name, dims, data)) in expected.into_iter().zip(weights) {
+        for ((want_name, want_dims), (name, dims, _)) in expected.iter().zip(&weights) {
             if want_name != name || want_dims != dims {
                 candle_core::bail!(
                     "tensor {name} {dims:?} where {want_name} {want_dims:?} belongs"
                 );
             }
+        }
+        Self::new(Arch::Llama, shape, weights, tied, rope_theta, rms_eps)
+    }
+
+    /// A model of `arch` from named weights (any order; looked up by GGUF name).
+    pub fn new(
+        arch: Arch,
+        shape: LlamaShape,
+        weights: Vec<NamedWeight>,
+        tied: bool,
+        rope_theta: f32,
+        rms_eps: f32,
+    ) -> Result<Self> {
+        let device = Device::Cpu;
+        let mut names = Vec::with_capacity(weights.len());
+        let mut vars = Vec::with_capacity(weights.len());
+        for (name, dims, data) in weights {
             vars.push(Var::from_tensor(&Tensor::from_vec(data, dims, &device)?)?);
             names.push(name);
         }
-        let (cos, sin) = rope_tables(shape.head_dim(), shape.context, rope_theta, &device)?;
-        Ok(Transformer {
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        let positions = shape.context.min(MAX_ROPE_POSITIONS);
+        let (head_dim, local_rope) = match arch {
+            Arch::Llama => (shape.head_dim(), None),
+            Arch::Gemma3 {
+                head_dim,
+                rope_local,
+                ..
+            } => (
+                head_dim,
+                Some(rope_tables(head_dim, positions, rope_local, &device)?),
+            ),
+        };
+        let (cos, sin) = rope_tables(head_dim, positions, rope_theta, &device)?;
+        let model = Transformer {
+            arch,
             shape,
             tied,
             names,
             vars,
+            index,
             frozen: false,
             lora: None,
             rope_theta,
             rms_eps,
             cos,
             sin,
-        })
+            local_rope,
+        };
+        // Every tensor the forward reads must be there: fail here, not mid-training.
+        for layer in 0..shape.n_layer {
+            for kind in model.layer_tensors() {
+                model.tensor_at(layer, kind)?;
+            }
+        }
+        Ok(model)
+    }
+
+    fn layer_tensors(&self) -> &'static [&'static str] {
+        match self.arch {
+            Arch::Llama => &[
+                "attn_norm",
+                "attn_q",
+                "attn_k",
+                "attn_v",
+                "attn_output",
+                "ffn_norm",
+                "ffn_gate",
+                "ffn_up",
+                "ffn_down",
+            ],
+            Arch::Gemma3 { .. } => &[
+                "attn_norm",
+                "attn_q",
+                "attn_q_norm",
+                "attn_k",
+                "attn_k_norm",
+                "attn_v",
+                "attn_output",
+                "post_attention_norm",
+                "ffn_norm",
+                "ffn_gate",
+                "ffn_up",
+                "ffn_down",
+                "post_ffw_norm",
+            ],
+        }
+    }
+
+    /// Index in [`Self::vars`] of `blk.<layer>.<kind>.weight`.
+    pub fn tensor_at(&self, layer: usize, kind: &str) -> Result<usize> {
+        self.named(&format!("blk.{layer}.{kind}.weight"))
+    }
+
+    fn named(&self, name: &str) -> Result<usize> {
+        match self.index.get(name) {
+            Some(&i) => Ok(i),
+            None => candle_core::bail!("the model has no tensor {name}"),
+        }
     }
 
     /// Weight `i` as the graph sees it: detached when frozen, so backward keeps no gradient.
@@ -147,15 +241,16 @@ impl Transformer {
         }
     }
 
-    fn layer(&self, layer: usize, which: usize) -> Tensor {
-        self.weight(tensor_index(layer, which))
+    fn layer(&self, layer: usize, kind: &str) -> Result<Tensor> {
+        Ok(self.weight(self.tensor_at(layer, kind)?))
     }
 
-    /// `h · Wᵀ` for projection `which` of `layer`, plus the adapter's `scale · (h·Aᵀ)·Bᵀ`.
-    fn project(&self, h: &Tensor, layer: usize, which: usize) -> Result<Tensor> {
-        let base = h.matmul(&self.layer(layer, which).t()?)?;
+    /// `h · Wᵀ` for projection `kind` of `layer`, plus the adapter's `scale · (h·Aᵀ)·Bᵀ`.
+    fn project(&self, h: &Tensor, layer: usize, kind: &str) -> Result<Tensor> {
+        let i = self.tensor_at(layer, kind)?;
+        let base = h.matmul(&self.weight(i).t()?)?;
         match &self.lora {
-            Some(lora) => match lora.pair(tensor_index(layer, which)) {
+            Some(lora) => match lora.pair(i) {
                 Some(pair) => {
                     let low = h.matmul(&pair.a.as_tensor().t()?)?;
                     base + (low.matmul(&pair.b.as_tensor().t()?)? * lora.scale())?
@@ -170,42 +265,94 @@ impl Transformer {
     pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let s = self.shape;
-        let (d, heads, head_dim) = (s.n_embd, s.n_head, s.head_dim());
+        let gemma = matches!(self.arch, Arch::Gemma3 { .. });
+        let (d, heads) = (s.n_embd, s.n_head);
+        let (head_dim, scale) = match self.arch {
+            Arch::Llama => (s.head_dim(), 1.0 / (s.head_dim() as f64).sqrt()),
+            Arch::Gemma3 {
+                head_dim,
+                query_scale,
+                ..
+            } => (head_dim, query_scale),
+        };
         let mut x = self
-            .weight(0)
+            .weight(self.named("token_embd.weight")?)
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, d))?;
-        let mask = causal_mask(t, ids.device())?;
-        let cos = self.cos.narrow(0, 0, t)?;
-        let sin = self.sin.narrow(0, 0, t)?;
-        let scale = 1.0 / (head_dim as f64).sqrt();
+        if gemma {
+            x = (x * (d as f64).sqrt())?;
+        }
+        let causal = mask(t, None, ids.device())?;
         let eps = self.rms_eps;
+        let norm = |x: &Tensor, layer: usize, kind: &str| -> Result<Tensor> {
+            rms_norm_slow(x, &self.layer(layer, kind)?, eps)
+        };
         for layer in 0..s.n_layer {
-            let h = rms_norm_slow(&x, &self.layer(layer, ATTN_NORM), eps)?.reshape((b * t, d))?;
-            let heads_of = |which: usize, n_heads: usize| -> Result<Tensor> {
-                self.project(&h, layer, which)?
+            // Gemma's local layers: their own RoPE base and a sliding causal window.
+            let (cos, sin, window) = match (self.arch, &self.local_rope) {
+                (
+                    Arch::Gemma3 {
+                        window,
+                        global_every,
+                        ..
+                    },
+                    Some((cos, sin)),
+                ) if (layer + 1) % global_every != 0 => (cos, sin, Some(window)),
+                _ => (&self.cos, &self.sin, None),
+            };
+            let (cos, sin) = (cos.narrow(0, 0, t)?, sin.narrow(0, 0, t)?);
+            let h = norm(&x, layer, "attn_norm")?.reshape((b * t, d))?;
+            let heads_of = |kind: &str, n_heads: usize, head_norm: &str| -> Result<Tensor> {
+                let mut y = self
+                    .project(&h, layer, kind)?
                     .reshape((b, t, n_heads, head_dim))?
                     .transpose(1, 2)?
-                    .contiguous()
+                    .contiguous()?;
+                if gemma && !head_norm.is_empty() {
+                    y = norm(&y, layer, head_norm)?;
+                }
+                Ok(y)
             };
-            let q = rope_i_slow(&heads_of(ATTN_Q, heads)?, &cos, &sin)?;
-            let k = rope_i_slow(&heads_of(ATTN_K, s.n_head_kv)?, &cos, &sin)?;
-            let v = heads_of(ATTN_V, s.n_head_kv)?;
+            let rope = |y: Tensor| -> Result<Tensor> {
+                if gemma {
+                    rope_slow(&y, &cos, &sin)
+                } else {
+                    rope_i_slow(&y, &cos, &sin)
+                }
+            };
+            let q = rope(heads_of("attn_q", heads, "attn_q_norm")?)?;
+            let k = rope(heads_of("attn_k", s.n_head_kv, "attn_k_norm")?)?;
+            let v = heads_of("attn_v", s.n_head_kv, "")?;
             let (k, v) = repeat_kv(k, v, heads / s.n_head_kv)?;
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&mask)?;
+            let layer_mask = match window {
+                Some(w) if w < t => mask(t, Some(w), ids.device())?,
+                _ => causal.clone(),
+            };
+            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&layer_mask)?;
             let attended = softmax(&scores, D::Minus1)?
                 .matmul(&v)?
                 .transpose(1, 2)?
-                .reshape((b * t, d))?;
-            x = (x + self
-                .project(&attended, layer, ATTN_OUT)?
-                .reshape((b, t, d))?)?;
-            let h = rms_norm_slow(&x, &self.layer(layer, FFN_NORM), eps)?.reshape((b * t, d))?;
-            let gated =
-                (self.project(&h, layer, FFN_GATE)?.silu()? * self.project(&h, layer, FFN_UP)?)?;
-            x = (x + self.project(&gated, layer, FFN_DOWN)?.reshape((b, t, d))?)?;
+                .reshape((b * t, heads * head_dim))?;
+            let mut out = self
+                .project(&attended, layer, "attn_output")?
+                .reshape((b, t, d))?;
+            if gemma {
+                out = norm(&out, layer, "post_attention_norm")?;
+            }
+            x = (x + out)?;
+            let h = norm(&x, layer, "ffn_norm")?.reshape((b * t, d))?;
+            let gate = self.project(&h, layer, "ffn_gate")?;
+            let gate = if gemma { gate.gelu()? } else { gate.silu()? };
+            let gated = (gate * self.project(&h, layer, "ffn_up")?)?;
+            let mut out = self
+                .project(&gated, layer, "ffn_down")?
+                .reshape((b, t, d))?;
+            if gemma {
+                out = norm(&out, layer, "post_ffw_norm")?;
+            }
+            x = (x + out)?;
         }
-        rms_norm_slow(&x, &self.weight(self.vars.len() - 2), eps)
+        rms_norm_slow(&x, &self.weight(self.named("output_norm.weight")?), eps)
     }
 
     /// Logits `(rows, vocab)` for the hidden states at flat positions `rows` of `hidden`.
@@ -216,7 +363,13 @@ impl Transformer {
     }
 
     fn head(&self) -> Tensor {
-        self.weight(if self.tied { 0 } else { self.vars.len() - 1 })
+        let name = if self.tied {
+            "token_embd.weight"
+        } else {
+            "output.weight"
+        };
+        // Every model has its embedding; an untied one was checked to have its head.
+        self.weight(self.index.get(name).copied().unwrap_or(0))
     }
 
     /// Mean cross-entropy of `targets` predicted at flat positions `rows`.
@@ -228,13 +381,11 @@ impl Transformer {
     /// Every weight as `(name, dims, values)`, for checkpoints and export.
     /// A tied model's `output.weight` is written as the embedding it uses.
     pub fn weights(&self) -> Result<Vec<NamedWeight>> {
-        let last = self.vars.len() - 1;
         self.names
             .iter()
             .zip(&self.vars)
-            .enumerate()
-            .map(|(i, (name, var))| {
-                let source = if i == last {
+            .map(|(name, var)| {
+                let source = if name == "output.weight" {
                     self.head()
                 } else {
                     var.as_tensor().clone()
@@ -252,7 +403,9 @@ impl Transformer {
     pub fn parameter_count(&self) -> usize {
         let all: usize = self.vars.iter().map(|v| v.elem_count()).sum();
         all - if self.tied {
-            self.vars[self.vars.len() - 1].elem_count()
+            self.index
+                .get("output.weight")
+                .map_or(0, |&i| self.vars[i].elem_count())
         } else {
             0
         }
@@ -291,9 +444,20 @@ fn rope_tables(
     Ok((angles.cos()?, angles.sin()?))
 }
 
-fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
+/// Causal attention mask `(t, t)`; with `window`, a query also ignores keys `window` or more
+/// positions back (llama.cpp's sliding-window rule).
+fn mask(t: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
+    let window = window.unwrap_or(usize::MAX);
     let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|i| {
+            (0..t).map(move |j| {
+                if j > i || i - j >= window {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
         .collect();
     Tensor::from_vec(mask, (t, t), device)?.to_dtype(DType::F32)
 }
