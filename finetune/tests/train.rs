@@ -61,6 +61,18 @@ fn tiny_config() -> TrainConfig {
     }
 }
 
+/// llama.cpp's ranking scores equal the training forward's `expected` (by candidate position).
+fn assert_scores_match(ranking: &kvrec_llm::Ranking, request: &Request, expected: &[f64]) {
+    for (id, score) in ranking.ids.iter().zip(&ranking.scores) {
+        let at = request.candidates.iter().position(|c| c.id == *id).unwrap();
+        let expected = expected[at];
+        assert!(
+            (expected - score).abs() < 1e-2 + 1e-3 * expected.abs(),
+            "candidate {id}: candle {expected} vs llama.cpp {score}"
+        );
+    }
+}
+
 fn curve(dir: &std::path::Path) -> Vec<(usize, f64)> {
     std::fs::read_to_string(dir.join("loss.csv"))
         .unwrap()
@@ -167,14 +179,7 @@ fn exported_gguf_scores_like_the_training_forward() {
         "the fixture's ids share leading digits, so nodes past the prompt are scored too"
     );
     let expected = model.candidate_scores(&prompt_ids, &prefixes).unwrap();
-    for (id, score) in ranking.ids.iter().zip(&ranking.scores) {
-        let at = request.candidates.iter().position(|c| c.id == *id).unwrap();
-        let expected = expected[at];
-        assert!(
-            (expected - score).abs() < 1e-2 + 1e-3 * expected.abs(),
-            "candidate {id}: candle {expected} vs llama.cpp {score}"
-        );
-    }
+    assert_scores_match(&ranking, &request, &expected);
 }
 
 /// A small random llama GGUF (GQA, untied head) as the LoRA base.
@@ -329,14 +334,7 @@ fn lora_trains_resumes_merges_and_llama_cpp_serves_the_merge() {
         .collect();
     let expected = model.candidate_scores(&prompt, &prefixes).unwrap();
     let ranking = kvrec_llm::rank(&served, &request, &Options::default()).unwrap();
-    for (id, score) in ranking.ids.iter().zip(&ranking.scores) {
-        let at = request.candidates.iter().position(|c| c.id == *id).unwrap();
-        let expected = expected[at];
-        assert!(
-            (expected - score).abs() < 1e-2 + 1e-3 * expected.abs(),
-            "candidate {id}: candle {expected} vs llama.cpp {score}"
-        );
-    }
+    assert_scores_match(&ranking, &request, &expected);
 
     // Q8_0 merges load and stay close; the adapter file is a llama.cpp LoRA GGUF.
     let q8 = dir.join("merged-q8.gguf");

@@ -343,24 +343,23 @@ impl Transformer {
                 .matmul(&v)?
                 .transpose(1, 2)?
                 .reshape((b * t, heads * head_dim))?;
-            let mut out = self
-                .project(&attended, layer, "attn_output")?
-                .reshape((b, t, d))?;
-            if gemma {
-                out = norm(&out, layer, "post_attention_norm")?;
-            }
-            x = (x + out)?;
+            // A sublayer's output joins the residual stream (through Gemma's post-norm).
+            let residual = |x: &Tensor, out: &Tensor, post_norm: &str| -> Result<Tensor> {
+                let out = out.reshape((b, t, d))?;
+                if gemma {
+                    x + norm(&out, layer, post_norm)?
+                } else {
+                    x + out
+                }
+            };
+            let out = self.project(&attended, layer, "attn_output")?;
+            x = residual(&x, &out, "post_attention_norm")?;
             let h = norm(&x, layer, "ffn_norm")?.reshape((b * t, d))?;
             let gate = self.project(&h, layer, "ffn_gate")?;
             let gate = if gemma { gate.gelu()? } else { gate.silu()? };
             let gated = (gate * self.project(&h, layer, "ffn_up")?)?;
-            let mut out = self
-                .project(&gated, layer, "ffn_down")?
-                .reshape((b, t, d))?;
-            if gemma {
-                out = norm(&out, layer, "post_ffw_norm")?;
-            }
-            x = (x + out)?;
+            let out = self.project(&gated, layer, "ffn_down")?;
+            x = residual(&x, &out, "post_ffw_norm")?;
         }
         rms_norm_slow(&x, &self.weight(self.named("output_norm.weight")?), eps)
     }
