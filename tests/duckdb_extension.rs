@@ -12,18 +12,7 @@ use std::process::Command;
 use rusqlite::params;
 use serde_json::{json, Value};
 
-use common::{CANDIDATES, HISTORY, USER};
-
-fn duckdb_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import duckdb"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok && std::env::var_os("KVREC_REQUIRE_DUCKDB").is_some() {
-        panic!("KVREC_REQUIRE_DUCKDB is set but python3 cannot import duckdb; run .ci/deps.sh");
-    }
-    ok
-}
+use common::{duckdb_available, CANDIDATES, HISTORY, USER};
 
 /// Requests built from the fixture: candidates rotated, history cut, a few ids added.
 fn requests() -> Vec<Value> {

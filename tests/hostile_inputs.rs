@@ -246,15 +246,7 @@ fn hostile_inputs_give_the_same_documented_outcome_in_sqlite_and_duckdb() {
         .unwrap();
     assert!(alive.starts_with('v'));
 
-    let has_duckdb = Command::new("python3")
-        .args(["-c", "import duckdb"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_duckdb {
-        assert!(
-            std::env::var_os("KVREC_REQUIRE_DUCKDB").is_none(),
-            "KVREC_REQUIRE_DUCKDB is set but python3 cannot import duckdb"
-        );
+    if !common::duckdb_available() {
         eprintln!("skipped the DuckDB half: python3 has no duckdb package");
         return;
     }

@@ -325,15 +325,7 @@ fn protocol_requests_go_into_sqlite_and_recommend_reads_them() {
 #[test]
 fn protocol_requests_read_back_from_a_duckdb_table() {
     use kvrec_finetune::protocol::{build, ProtocolConfig};
-    let has_duckdb = std::process::Command::new("python3")
-        .args(["-c", "import duckdb"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_duckdb {
-        assert!(
-            std::env::var_os("KVREC_REQUIRE_DUCKDB").is_none(),
-            "KVREC_REQUIRE_DUCKDB is set but python3 cannot import duckdb"
-        );
+    if !common::duckdb_available() {
         eprintln!("skipped: python3 has no duckdb package");
         return;
     }

@@ -60,3 +60,16 @@ pub fn connect(path: Option<&std::path::Path>) -> rusqlite::Connection {
     }
     db
 }
+
+/// Whether python3 can import the `duckdb` package the DuckDB tests run in. Without it they
+/// say so and pass, unless KVREC_REQUIRE_DUCKDB is set (CI sets it), which makes this panic.
+pub fn duckdb_available() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok && std::env::var_os("KVREC_REQUIRE_DUCKDB").is_some() {
+        panic!("KVREC_REQUIRE_DUCKDB is set but python3 cannot import duckdb; run .ci/deps.sh");
+    }
+    ok
+}
