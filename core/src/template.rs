@@ -14,8 +14,9 @@ use crate::request::{history_keys, Request};
 
 /// Identifies the template family; a spec with another format is refused.
 pub const TEMPLATE_FORMAT: &str = "kvrec-instructmk";
-/// The newest spec version this build renders (2 added `candidate_id`).
-pub const TEMPLATE_VERSION: u32 = 2;
+/// The newest spec version this build renders (2 added `candidate_id`; 3 added
+/// `history_id_label`, `history_keys` and `candidate_keys`).
+pub const TEMPLATE_VERSION: u32 = 3;
 /// GGUF metadata key under which the finetune crate stores the spec as JSON.
 pub const TEMPLATE_METADATA_KEY: &str = "kvrec.template";
 /// The paper's history length (|S_U| = 20).
@@ -46,6 +47,18 @@ pub struct TemplateSpec {
     /// `last` (`Title (keys) id: 48`). A causal model reads a candidate's keys before its id
     /// in the `last` layout, so the id's own tokens can carry what the keys say about it.
     pub candidate_id: CandidateIdPosition,
+    /// When set, the history items' ids are rendered as one more list under this label,
+    /// before the other history keys: a model whose vocabulary holds one token per id reads
+    /// the history as a sequence of items, as sequential recommenders do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_id_label: Option<String>,
+    /// The history keys rendered, in the request's order; `None` renders every key. A model
+    /// trained on some keys then sees only those, whatever else a caller's JSON carries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_keys: Option<Vec<String>>,
+    /// The candidate keys rendered (the id always is); `None` renders every key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate_keys: Option<Vec<String>>,
 }
 
 /// See [`TemplateSpec::candidate_id`].
@@ -92,6 +105,9 @@ impl Default for TemplateSpec {
             answer_separator: ", ".into(),
             max_history: DEFAULT_MAX_HISTORY,
             candidate_id: CandidateIdPosition::First,
+            history_id_label: None,
+            history_keys: None,
+            candidate_keys: None,
         }
     }
 }
@@ -143,6 +159,15 @@ impl TemplateSpec {
         {
             return bad("answer_separator must be non-empty and hold no digits or '-'".into());
         }
+        let uses_v3 = self.history_id_label.is_some()
+            || self.history_keys.is_some()
+            || self.candidate_keys.is_some();
+        if uses_v3 && self.version < 3 {
+            return bad(format!(
+                "history_id_label, history_keys and candidate_keys need version 3 (the spec says {})",
+                self.version
+            ));
+        }
         Ok(())
     }
 
@@ -188,7 +213,11 @@ impl TemplateSpec {
             }
             let mut title = None;
             let mut extras = Vec::new();
-            for kv in &c.fields {
+            for kv in c
+                .fields
+                .iter()
+                .filter(|kv| self.renders_candidate_key(&kv.key))
+            {
                 let text = self.neutralize(&value_text(&kv.value));
                 if kv.key == "title" {
                     title = Some(text);
@@ -225,7 +254,23 @@ impl TemplateSpec {
         let start = request.history.len().saturating_sub(self.max_history);
         let recent = &request.history[start..];
         let mut keys = history_keys(recent);
-        if keys.is_empty() {
+        if let Some(allowed) = &self.history_keys {
+            keys.retain(|k| allowed.contains(k));
+        }
+        if let Some(label) = &self.history_id_label {
+            out.push_str(label);
+            out.push_str(": [");
+            for (i, item) in recent.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(&self.list_separator);
+                }
+                match item.id {
+                    Some(id) => out.push_str(&id.to_string()),
+                    None => out.push('-'),
+                }
+            }
+            out.push_str("]\n");
+        } else if keys.is_empty() {
             keys.push("title".into());
         }
         for key in keys {
@@ -242,6 +287,12 @@ impl TemplateSpec {
             }
             out.push_str("]\n");
         }
+    }
+
+    fn renders_candidate_key(&self, key: &str) -> bool {
+        self.candidate_keys
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|k| k == key))
     }
 
     /// The answer text for a ranked list of ids: what the model is trained to produce.

@@ -76,6 +76,45 @@ fn candidate_ids_can_follow_their_keys() {
 }
 
 #[test]
+fn a_spec_can_render_history_ids_and_only_the_keys_it_names() {
+    let request = Request::from_json_texts(
+        r#"{"gender":"female"}"#,
+        r#"[{"id":531,"title":"Heat (1995)","rating":4},{"title":"Fargo (1996)","rating":5},{"id":3114,"title":"Toy Story 2 (1999)","rating":3}]"#,
+        r#"[{"id":10,"title":"Babe (1995)","co_watch":17,"co_watch_rank":1},{"id":11,"popularity":3}]"#,
+    )
+    .unwrap();
+    let spec = TemplateSpec {
+        history_id_label: Some("History movie IDs".into()),
+        history_keys: Some(vec!["rating".into()]),
+        candidate_keys: Some(vec!["co_watch_rank".into()]),
+        candidate_id: CandidateIdPosition::Last,
+        ..TemplateSpec::default()
+    };
+    let prompt = spec.render_prompt(&request);
+    let input: Vec<&str> = prompt
+        .lines()
+        .skip_while(|l| !l.starts_with("Gender"))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    insta::assert_snapshot!(input.join("\n"), @r"
+    Gender: female
+    History movie IDs: [531; -; 3114]
+    Corresponding ratings of these movies: [4; 5; 3]
+    Candidate set: [(co watch rank: 1) id: 10; id: 11]
+    ");
+    // Only ids: no fallback title list.
+    let ids_only = TemplateSpec {
+        history_keys: Some(vec![]),
+        ..spec.clone()
+    };
+    assert!(!ids_only.render_prompt(&request).contains("titles"));
+    assert_eq!(TemplateSpec::from_json(&spec.to_json()).unwrap(), spec);
+    let old = serde_json::json!({"version": 2, "history_keys": ["rating"]});
+    let err = TemplateSpec::from_json(&old).unwrap_err().to_string();
+    assert!(err.contains("need version 3"), "{err}");
+}
+
+#[test]
 fn extra_keys_are_rendered_as_data() {
     let request = Request::from_json_texts(
         r#"{"gender":"male","favourite_decade":"1980s","zip_code":"48067"}"#,

@@ -111,12 +111,24 @@ enum Command {
         /// Separate output head instead of the one tied to the token embedding.
         #[arg(long)]
         untied: bool,
-        /// History items in the prompt (the template stored in the model).
-        #[arg(long, default_value_t = 20)]
-        max_history: usize,
+        /// The template spec (JSON, as `kvrec_template()` prints it) the model learns and
+        /// carries; default: the InstructMK template. The two options below override it.
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// History items in the prompt (default 20, the paper's).
+        #[arg(long)]
+        max_history: Option<usize>,
         /// Where candidate ids go in the prompt: first (the paper's layout) or last.
-        #[arg(long, default_value = "first")]
-        candidate_id: String,
+        #[arg(long)]
+        candidate_id: Option<String>,
+        /// Make every number up to N one token (from scratch only), e.g. the largest item id:
+        /// an item is then one token wherever it appears, as in a sequential recommender.
+        #[arg(long, default_value_t = 0)]
+        number_tokens: usize,
+        /// Also train on predicting each history id from the ones before it (needs a
+        /// template with `history_id_label`): next-item prediction over the whole history.
+        #[arg(long)]
+        history_loss: bool,
         /// Stop after this many steps of this call (checkpointed; continue with --resume).
         #[arg(long)]
         stop_after: Option<usize>,
@@ -354,8 +366,11 @@ fn main() -> Result<()> {
             checkpoint_every,
             loss_items,
             untied,
+            template,
             max_history,
             candidate_id,
+            number_tokens,
+            history_loss,
             stop_after,
             base,
             lora_rank,
@@ -364,10 +379,22 @@ fn main() -> Result<()> {
             lora_layers,
             order_rest_by,
         } => {
-            let candidate_id = match candidate_id.as_str() {
-                "first" => CandidateIdPosition::First,
-                "last" => CandidateIdPosition::Last,
-                other => bail!("unknown --candidate-id '{other}'; use first or last"),
+            let mut template = match template {
+                Some(path) => TemplateSpec::from_json(&serde_json::from_str(
+                    &std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                )?)
+                .with_context(|| format!("the template in {}", path.display()))?,
+                None => TemplateSpec::default(),
+            };
+            if let Some(max_history) = max_history {
+                template.max_history = max_history;
+            }
+            template.candidate_id = match candidate_id.as_deref() {
+                None => template.candidate_id,
+                Some("first") => CandidateIdPosition::First,
+                Some("last") => CandidateIdPosition::Last,
+                Some(other) => bail!("unknown --candidate-id '{other}'; use first or last"),
             };
             let config = TrainConfig {
                 data: data.clone(),
@@ -386,11 +413,9 @@ fn main() -> Result<()> {
                 loss_items,
                 tied: !untied,
                 checkpoint_every,
-                template: TemplateSpec {
-                    max_history,
-                    candidate_id,
-                    ..TemplateSpec::default()
-                },
+                template,
+                number_tokens,
+                history_loss,
                 lora: base.as_ref().map(|_| LoraSpec {
                     rank: lora_rank,
                     alpha: lora_alpha,

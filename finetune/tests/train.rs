@@ -123,11 +123,84 @@ fn training_lowers_the_loss_and_resume_continues_the_same_curve() {
 
 #[test]
 fn exported_gguf_scores_like_the_training_forward() {
-    let rows = rows();
     let mut config = tiny_config();
     config.epochs = 0.5;
-    let run = scratch("export");
-    train::run(&config, &rows, &run, false, None, false).unwrap();
+    let (ours, _) = export_and_compare(&config, "export");
+    assert!(ours.len() > 50);
+}
+
+/// The sequential layout: history ids rendered, ids one token each, loss on every history id.
+#[test]
+fn number_tokens_and_history_loss_train_and_export() {
+    let mut config = tiny_config();
+    config.epochs = 0.5;
+    config.number_tokens = 3952;
+    config.history_loss = true;
+    config.template = TemplateSpec {
+        history_id_label: Some("History movie IDs".into()),
+        history_keys: Some(vec![]),
+        candidate_keys: Some(vec!["co_watch".into()]),
+        ..config.template
+    };
+    let rows = rows();
+    let tokenizer = {
+        let run = scratch("numbers-tokenizer");
+        let mut one_step = config.clone();
+        one_step.epochs = 0.01;
+        train::run(&one_step, &rows, &run, false, None, false).unwrap();
+        bpe::load(&run.join("tokenizer.json")).unwrap()
+    };
+    let examples =
+        train::examples(&rows, &tokenizer, &config.template, 1024, 1, true, false).unwrap();
+    for (row, example) in rows.iter().zip(&examples) {
+        let request = Request::from_object(&row.request).unwrap();
+        let rendered: Vec<u32> = request
+            .history
+            .iter()
+            .rev()
+            .take(config.template.max_history)
+            .rev()
+            .map(|h| bpe::encode(&tokenizer, &h.id.unwrap().to_string()).unwrap())
+            .map(|t| {
+                assert_eq!(t.len(), 1, "an id is one token");
+                t[0]
+            })
+            .collect();
+        let targets: Vec<u32> = example
+            .prompt_targets
+            .iter()
+            .map(|&p| example.ids[p])
+            .collect();
+        assert_eq!(
+            targets, rendered,
+            "every rendered history id is a target, in order"
+        );
+    }
+    let (ours, _) = export_and_compare(&config, "numbers");
+    let first_history_id = rows[0].request["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .take(5)
+        .last()
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let id_token = bpe::encode(&tokenizer, &first_history_id.to_string()).unwrap()[0];
+    assert!(
+        ours.contains(&id_token),
+        "the prompt holds the history id's token"
+    );
+}
+
+/// Trains `config` on the fixture rows, exports F32, loads the GGUF in llama.cpp and checks
+/// the template, the prompt's tokens and the candidate scores against the training side;
+/// returns the prompt's tokens.
+fn export_and_compare(config: &TrainConfig, name: &str) -> (Vec<u32>, Request) {
+    let rows = rows();
+    let run = scratch(name);
+    train::run(config, &rows, &run, false, None, false).unwrap();
     let gguf = run.join("model.gguf");
     train::export::export(&run, &gguf, GgmlDType::F32, "test").unwrap();
 
@@ -140,8 +213,8 @@ fn exported_gguf_scores_like_the_training_forward() {
     let (model, _): (Transformer, _) =
         checkpoint::load_model(&weights, shape, saved.config.tied).unwrap();
 
-    kvrec_llm::registry::load("trained", gguf.to_str().unwrap(), &Options::default()).unwrap();
-    let served = kvrec_llm::registry::get("trained").unwrap();
+    kvrec_llm::registry::load(name, gguf.to_str().unwrap(), &Options::default()).unwrap();
+    let served = kvrec_llm::registry::get(name).unwrap();
     assert_eq!(
         served.template, config.template,
         "template travels in the GGUF"
@@ -170,16 +243,19 @@ fn exported_gguf_scores_like_the_training_forward() {
         .iter()
         .map(|c| bpe::encode(&tokenizer, &config.template.answer_prefix(c.id)).unwrap())
         .collect();
-    let as_i32: Vec<Vec<i32>> = prefixes
-        .iter()
-        .map(|p| p.iter().map(|&t| t as i32).collect())
-        .collect();
-    assert!(
-        !CandidateTrie::new(&as_i32).to_decode().is_empty(),
-        "the fixture's ids share leading digits, so nodes past the prompt are scored too"
-    );
+    if config.number_tokens == 0 {
+        let as_i32: Vec<Vec<i32>> = prefixes
+            .iter()
+            .map(|p| p.iter().map(|&t| t as i32).collect())
+            .collect();
+        assert!(
+            !CandidateTrie::new(&as_i32).to_decode().is_empty(),
+            "the fixture's ids share leading digits, so nodes past the prompt are scored too"
+        );
+    }
     let expected = model.candidate_scores(&prompt_ids, &prefixes).unwrap();
     assert_scores_match(&ranking, &request, &expected);
+    (ours, request)
 }
 
 /// A small random llama GGUF (GQA, untied head) as the LoRA base.

@@ -22,8 +22,14 @@ use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
 pub const BOS: &str = "<s>";
 pub const EOS: &str = "</s>";
 
-/// Trains a vocabulary of `size` tokens on `texts` and saves it to `path`.
-pub fn train(texts: &[String], size: usize, path: &Path) -> Result<Tokenizer> {
+/// Trains a vocabulary of `size` tokens on `texts` and saves it to `path`; with
+/// `number_tokens` > 0 every number up to it becomes one token (see [`with_number_tokens`]).
+pub fn train(
+    texts: &[String],
+    size: usize,
+    number_tokens: usize,
+    path: &Path,
+) -> Result<Tokenizer> {
     let mut trainer = BpeTrainerBuilder::new()
         .vocab_size(size)
         .min_frequency(2)
@@ -57,7 +63,10 @@ pub fn train(texts: &[String], size: usize, path: &Path) -> Result<Tokenizer> {
     )?;
     std::fs::write(
         path,
-        serde_json::to_string_pretty(&without_digit_merges(json)?)?,
+        serde_json::to_string_pretty(&with_number_tokens(
+            without_digit_merges(json)?,
+            number_tokens,
+        )?)?,
     )
     .with_context(|| format!("saving {}", path.display()))?;
     load(path)
@@ -96,6 +105,58 @@ fn without_digit_merges(mut json: Value) -> Result<Value> {
         .collect();
     model["vocab"] = Value::Object(kept);
     model["merges"] = Value::Array(merges);
+    Ok(json)
+}
+
+/// Adds a token for every digit string a number up to `max` can be cut into (all strings
+/// shorter than `max`'s digits, and those as long that are not above it), each with a merge
+/// for every way to split it into two such strings. Whichever merges BPE applies first, two
+/// neighbouring pieces of such a number always have a merge, so the number ends as one
+/// token — the same in llama.cpp, which applies the same ranked merges. No merge joins a
+/// digit to a space or letter, so " 48" is "Ġ" + "48": an id has one token everywhere.
+fn with_number_tokens(mut json: Value, max: usize) -> Result<Value> {
+    if max == 0 {
+        return Ok(json);
+    }
+    let width = max.to_string().len();
+    let mut numbers: Vec<String> = Vec::new();
+    for len in 2..=width {
+        let count = 10usize.pow(len as u32);
+        let limit = if len == width { max + 1 } else { count };
+        numbers.extend((0..limit).map(|n| format!("{n:0len$}")));
+    }
+    let model = json
+        .get_mut("model")
+        .context("tokenizer.json has no model")?;
+    let vocab = model["vocab"]
+        .as_object_mut()
+        .context("tokenizer.json has no model.vocab")?;
+    let mut next = vocab.len() as u64;
+    for number in &numbers {
+        if !vocab.contains_key(number) {
+            vocab.insert(number.clone(), Value::from(next));
+            next += 1;
+        }
+    }
+    let known: std::collections::HashSet<&str> = numbers.iter().map(String::as_str).collect();
+    let merges = model["merges"]
+        .as_array_mut()
+        .context("tokenizer.json has no model.merges")?;
+    // Written in the form the file already uses ("a b" or ["a", "b"]).
+    let as_strings = merges.first().is_some_and(Value::is_string);
+    for number in &numbers {
+        for split in 1..number.len() {
+            let (left, right) = number.split_at(split);
+            let is_token = |s: &str| s.len() == 1 || known.contains(s);
+            if is_token(left) && is_token(right) {
+                merges.push(if as_strings {
+                    Value::from(format!("{left} {right}"))
+                } else {
+                    Value::from(vec![left, right])
+                });
+            }
+        }
+    }
     Ok(json)
 }
 
@@ -169,4 +230,36 @@ pub fn gguf_vocab(tokenizer_json: &Path) -> Result<BpeVocab> {
         bos: bos as u32,
         eos: eos as u32,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_up_to_the_limit_are_one_token_wherever_they_appear() {
+        let path = std::env::temp_dir().join(format!("kvrec-bpe-{}.json", std::process::id()));
+        let texts: Vec<String> = (0..200)
+            .map(|i| {
+                format!(
+                    "History movie IDs: [{}; {}; 7]\nthe rating {i}",
+                    i * 17,
+                    i * 3
+                )
+            })
+            .collect();
+        let tokenizer = train(&texts, 300, 3952, &path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let one = |text: &str| encode(&tokenizer, text).unwrap();
+        for n in [0, 7, 48, 100, 999, 1000, 3114, 3952] {
+            let alone = one(&n.to_string());
+            assert_eq!(alone.len(), 1, "{n}: {alone:?}");
+            let spaced = one(&format!(" {n}"));
+            assert_eq!(spaced.len(), 2, "a space and then {n}");
+            assert_eq!(spaced[1], alone[0]);
+            assert_eq!(one(&format!("[{n};"))[1], alone[0]);
+        }
+        assert!(one("3953").len() > 1, "above the limit numbers are cut");
+        assert_eq!(one("0042").len(), 1, "four digits up to the limit");
+    }
 }

@@ -70,6 +70,12 @@ pub struct TrainConfig {
     /// [`crate::training_data::order_rest_by`]); `None` keeps the rows' order.
     #[serde(default)]
     pub order_rest_by: Option<String>,
+    /// From scratch: every number up to this one is a single token (0: digit by digit).
+    #[serde(default)]
+    pub number_tokens: usize,
+    /// Also train on each history id of the template's id list (next-item prediction).
+    #[serde(default)]
+    pub history_loss: bool,
 }
 
 impl Default for TrainConfig {
@@ -95,6 +101,8 @@ impl Default for TrainConfig {
             base: None,
             lora: None,
             order_rest_by: None,
+            number_tokens: 0,
+            history_loss: false,
         }
     }
 }
@@ -156,6 +164,8 @@ pub struct Example {
     /// Index of the first answer token: the loss covers `ids[answer_start..loss_end]`.
     pub answer_start: usize,
     pub loss_end: usize,
+    /// Prompt tokens that are targets too (the history ids under `history_loss`).
+    pub prompt_targets: Vec<usize>,
 }
 
 /// Renders and tokenizes rows (in parallel, with a progress bar when `progress`); prompts too
@@ -166,8 +176,12 @@ pub fn examples(
     spec: &TemplateSpec,
     context: usize,
     loss_items: usize,
+    history_loss: bool,
     progress: bool,
 ) -> Result<Vec<Example>> {
+    if history_loss && spec.history_id_label.is_none() {
+        bail!("history loss needs a template that renders history ids (history_id_label)");
+    }
     use rayon::prelude::*;
     let bos = tokenizer.bos()?;
     let eos = tokenizer.eos()?;
@@ -198,9 +212,19 @@ pub fn examples(
             };
             let mut spec = spec.clone();
             loop {
-                let prompt = tokenizer.encode(&spec.render_prompt(&request))?;
+                let text = spec.render_prompt(&request);
+                let prompt = tokenizer.encode(&text)?;
                 let len = usize::from(bos.is_some()) + prompt.len() + answer.len() + 1;
                 if len <= context {
+                    let offset = usize::from(bos.is_some());
+                    let prompt_targets = if history_loss {
+                        history_id_positions(&text, &prompt, &request, &spec, tokenizer)?
+                            .into_iter()
+                            .map(|p| p + offset)
+                            .collect()
+                    } else {
+                        Vec::new()
+                    };
                     let mut ids = Vec::with_capacity(len);
                     ids.extend(bos);
                     ids.extend(prompt);
@@ -212,6 +236,7 @@ pub fn examples(
                         ids,
                         answer_start,
                         loss_end,
+                        prompt_targets,
                     });
                 }
                 if spec.max_history == 0 {
@@ -230,6 +255,43 @@ pub fn examples(
     examples
 }
 
+/// Where the rendered history ids sit among the prompt's tokens: the positions, inside the
+/// id list, of tokens that are a whole history id (with `number_tokens` each id is one).
+/// The list is found in the text and its bounds tokenized as prefixes, which cut the same
+/// tokens as the whole prompt because `[` and the digits after it are separate pre-tokens.
+fn history_id_positions(
+    text: &str,
+    prompt: &[u32],
+    request: &Request,
+    spec: &TemplateSpec,
+    tokenizer: &dyn TextTokenizer,
+) -> Result<Vec<usize>> {
+    let Some(label) = &spec.history_id_label else {
+        return Ok(Vec::new());
+    };
+    let opening = format!("{label}: [");
+    let Some(start) = text.find(&opening).map(|i| i + opening.len()) else {
+        return Ok(Vec::new());
+    };
+    let end = start
+        + text[start..]
+            .find(']')
+            .context("the history id list is not closed")?;
+    let (first, last) = (
+        tokenizer.encode(&text[..start])?.len(),
+        tokenizer.encode(&text[..end])?.len(),
+    );
+    let mut id_tokens = std::collections::HashSet::new();
+    for id in request.history.iter().filter_map(|h| h.id) {
+        if let [token] = tokenizer.encode(&id.to_string())?[..] {
+            id_tokens.insert(token);
+        }
+    }
+    Ok((first..last.min(prompt.len()))
+        .filter(|&p| id_tokens.contains(&prompt[p]))
+        .collect())
+}
+
 /// Token ids, loss rows and targets of one batch, padded to its longest example.
 pub struct Batch {
     pub ids: Tensor,
@@ -246,7 +308,8 @@ pub fn batch(examples: &[&Example], pad: u32) -> Result<Batch> {
         ids.extend(&e.ids);
         ids.extend(std::iter::repeat_n(pad, t - e.ids.len()));
         // The hidden state at p predicts token p + 1.
-        for p in e.answer_start - 1..e.loss_end - 1 {
+        let answer = e.answer_start - 1..e.loss_end - 1;
+        for p in e.prompt_targets.iter().map(|p| p - 1).chain(answer) {
             rows.push((i * t + p) as u32);
             targets.push(e.ids[p + 1]);
         }
@@ -394,6 +457,7 @@ pub fn run(
         &config.template,
         context,
         config.loss_items,
+        config.history_loss,
         progress,
     )?;
     if examples.is_empty() {
@@ -507,7 +571,7 @@ fn scratch_tokenizer(
             ))
         })
         .collect::<Result<_>>()?;
-    bpe::train(&texts, config.vocab_size, &path)
+    bpe::train(&texts, config.vocab_size, config.number_tokens, &path)
 }
 
 fn write_curve(path: &Path, rows: &[String]) -> Result<()> {
