@@ -129,6 +129,9 @@ enum Command {
         /// template with `history_id_label`): next-item prediction over the whole history.
         #[arg(long)]
         history_loss: bool,
+        /// Count each answer token this many times in the loss (see --history-loss).
+        #[arg(long, default_value_t = 1)]
+        answer_weight: usize,
         /// Stop after this many steps of this call (checkpointed; continue with --resume).
         #[arg(long)]
         stop_after: Option<usize>,
@@ -371,6 +374,7 @@ fn main() -> Result<()> {
             candidate_id,
             number_tokens,
             history_loss,
+            answer_weight,
             stop_after,
             base,
             lora_rank,
@@ -416,6 +420,7 @@ fn main() -> Result<()> {
                 template,
                 number_tokens,
                 history_loss,
+                answer_weight,
                 lora: base.as_ref().map(|_| LoraSpec {
                     rank: lora_rank,
                     alpha: lora_alpha,

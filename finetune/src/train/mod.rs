@@ -76,6 +76,11 @@ pub struct TrainConfig {
     /// Also train on each history id of the template's id list (next-item prediction).
     #[serde(default)]
     pub history_loss: bool,
+    /// How many times each answer token counts in the loss (1 when 0): with `history_loss`
+    /// an example has ~20 history targets and one answer choice, and the choice is what
+    /// scoring reads.
+    #[serde(default)]
+    pub answer_weight: usize,
 }
 
 impl Default for TrainConfig {
@@ -103,6 +108,7 @@ impl Default for TrainConfig {
             order_rest_by: None,
             number_tokens: 0,
             history_loss: false,
+            answer_weight: 1,
         }
     }
 }
@@ -300,7 +306,9 @@ pub struct Batch {
     pub tokens: usize,
 }
 
-pub fn batch(examples: &[&Example], pad: u32) -> Result<Batch> {
+/// `answer_weight` repeats each answer row in the loss (a weighted mean without a weighted
+/// loss op: the cross-entropy averages over rows).
+pub fn batch(examples: &[&Example], pad: u32, answer_weight: usize) -> Result<Batch> {
     let t = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
     let mut ids = Vec::with_capacity(examples.len() * t);
     let (mut rows, mut targets) = (Vec::new(), Vec::new());
@@ -308,7 +316,8 @@ pub fn batch(examples: &[&Example], pad: u32) -> Result<Batch> {
         ids.extend(&e.ids);
         ids.extend(std::iter::repeat_n(pad, t - e.ids.len()));
         // The hidden state at p predicts token p + 1.
-        let answer = e.answer_start - 1..e.loss_end - 1;
+        let answer = (e.answer_start - 1..e.loss_end - 1)
+            .flat_map(|p| std::iter::repeat_n(p, answer_weight.max(1)));
         for p in e.prompt_targets.iter().map(|p| p - 1).chain(answer) {
             rows.push((i * t + p) as u32);
             targets.push(e.ids[p + 1]);
@@ -497,7 +506,7 @@ pub fn run(
     for step in start_step..end {
         let indices = batch_indices(examples.len(), config.batch, config.seed, step);
         let picked: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
-        let batch = batch(&picked, pad)?;
+        let batch = batch(&picked, pad, config.answer_weight)?;
         let loss = model.loss(&batch.ids, &batch.rows, &batch.targets)?;
         last_loss = f64::from(loss.to_scalar::<f32>()?);
         if !last_loss.is_finite() {
@@ -582,4 +591,33 @@ fn write_curve(path: &Path, rows: &[String]) -> Result<()> {
     }
     file.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_trains_prompt_targets_and_weights_answer_rows() {
+        // [BOS] p p h p | a a | EOS: history id at 3, answer tokens at 5 and 6.
+        let example = Example {
+            ids: vec![0, 10, 11, 12, 13, 20, 21, 1],
+            answer_start: 5,
+            loss_end: 7,
+            prompt_targets: vec![3],
+        };
+        let short = Example {
+            ids: vec![0, 10, 20, 1],
+            answer_start: 2,
+            loss_end: 3,
+            prompt_targets: vec![],
+        };
+        let batch = batch(&[&example, &short], 9, 2).unwrap();
+        let rows: Vec<u32> = batch.rows.to_vec1().unwrap();
+        let targets: Vec<u32> = batch.targets.to_vec1().unwrap();
+        // Row p predicts token p + 1; the second example starts at row 8 (padded length).
+        assert_eq!(rows, [2, 4, 4, 5, 5, 9, 9]);
+        assert_eq!(targets, [12, 20, 20, 21, 21, 20, 20]);
+        assert_eq!(batch.ids.dims(), [2, 8]);
+    }
 }
