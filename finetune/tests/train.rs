@@ -177,14 +177,9 @@ fn number_tokens_and_history_loss_train_and_export() {
         );
     }
     let (ours, _) = export_and_compare(&config, "numbers");
-    let first_history_id = rows[0].request["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .take(5)
-        .last()
-        .unwrap()["id"]
+    let history = rows[0].request["history"].as_array().unwrap();
+    // The oldest of the (at most 5) rendered history items.
+    let first_history_id = history[history.len().saturating_sub(5)]["id"]
         .as_i64()
         .unwrap();
     let id_token = bpe::encode(&tokenizer, &first_history_id.to_string()).unwrap()[0];
