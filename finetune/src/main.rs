@@ -132,6 +132,9 @@ enum Command {
         /// Count each answer token this many times in the loss (see --history-loss).
         #[arg(long, default_value_t = 1)]
         answer_weight: usize,
+        /// Start from this run's latest weights and tokenizer (same shape options).
+        #[arg(long)]
+        init_from: Option<PathBuf>,
         /// Stop after this many steps of this call (checkpointed; continue with --resume).
         #[arg(long)]
         stop_after: Option<usize>,
@@ -375,6 +378,7 @@ fn main() -> Result<()> {
             number_tokens,
             history_loss,
             answer_weight,
+            init_from,
             stop_after,
             base,
             lora_rank,
@@ -421,6 +425,7 @@ fn main() -> Result<()> {
                 number_tokens,
                 history_loss,
                 answer_weight,
+                init_from,
                 lora: base.as_ref().map(|_| LoraSpec {
                     rank: lora_rank,
                     alpha: lora_alpha,

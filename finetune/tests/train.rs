@@ -102,6 +102,22 @@ fn training_lowers_the_loss_and_resume_continues_the_same_curve() {
         "loss {first:.3} → {last:.3} did not fall"
     );
 
+    // Continued training starts where the straight run ended, with its tokenizer.
+    let continued = scratch("continued");
+    let mut from_straight = config.clone();
+    from_straight.init_from = Some(straight.clone());
+    from_straight.epochs = 0.5;
+    train::run(&from_straight, &rows, &continued, false, None, false).unwrap();
+    assert_eq!(
+        std::fs::read(continued.join("tokenizer.json")).unwrap(),
+        std::fs::read(straight.join("tokenizer.json")).unwrap()
+    );
+    let start = curve(&continued)[0].1;
+    assert!(
+        start < first * 0.8,
+        "continued run starts at loss {start:.3}, a fresh one at {first:.3}"
+    );
+
     let interrupted = scratch("interrupted");
     train::run(&config, &rows, &interrupted, false, Some(4), false).unwrap();
     assert_eq!(curve(&interrupted).len(), 4);

@@ -81,6 +81,10 @@ pub struct TrainConfig {
     /// scoring reads.
     #[serde(default)]
     pub answer_weight: usize,
+    /// From scratch: start from this run's latest weights and tokenizer instead of a random
+    /// initialisation (continued training with new rows or a new schedule; same shape).
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -109,6 +113,7 @@ impl Default for TrainConfig {
             number_tokens: 0,
             history_loss: false,
             answer_weight: 1,
+            init_from: None,
         }
     }
 }
@@ -435,8 +440,16 @@ pub fn run(
                 n_vocab: tokenizer.get_vocab_size(true),
                 ..config.shape()
             };
-            let model = match &resumed {
-                Some((path, _)) => checkpoint::load_model(path, shape, config.tied)?.0,
+            let init = match (&resumed, &config.init_from) {
+                (None, Some(run)) => Some(
+                    checkpoint::latest(run)?
+                        .with_context(|| format!("{} holds no checkpoint", run.display()))?
+                        .0,
+                ),
+                _ => None,
+            };
+            let model = match resumed.as_ref().map(|(path, _)| path).or(init.as_ref()) {
+                Some(path) => checkpoint::load_model(path, shape, config.tied)?.0,
                 None => Transformer::init(shape, config.seed, config.tied)?,
             };
             (model, Box::new(tokenizer) as Box<dyn TextTokenizer>)
@@ -566,6 +579,11 @@ fn scratch_tokenizer(
 ) -> Result<tokenizers::Tokenizer> {
     let path = out.join("tokenizer.json");
     if resumed {
+        return bpe::load(&path);
+    }
+    if let Some(run) = &config.init_from {
+        std::fs::copy(run.join("tokenizer.json"), &path)
+            .with_context(|| format!("copying the tokenizer of {}", run.display()))?;
         return bpe::load(&path);
     }
     let texts: Vec<String> = rows
