@@ -258,35 +258,35 @@ impl TemplateSpec {
             keys.retain(|k| allowed.contains(k));
         }
         if let Some(label) = &self.history_id_label {
-            out.push_str(label);
-            out.push_str(": [");
-            for (i, item) in recent.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(&self.list_separator);
-                }
-                match item.id {
-                    Some(id) => out.push_str(&id.to_string()),
-                    None => out.push('-'),
-                }
-            }
-            out.push_str("]\n");
+            let ids = recent.iter().map(|item| item.id.map(|id| id.to_string()));
+            self.render_list(label, ids, out);
         } else if keys.is_empty() {
             keys.push("title".into());
         }
         for key in keys {
-            out.push_str(&self.history_label(&key));
-            out.push_str(": [");
-            for (i, item) in recent.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(&self.list_separator);
-                }
-                match item.get(&key) {
-                    Some(v) => out.push_str(&self.neutralize(&value_text(v))),
-                    None => out.push('-'),
-                }
-            }
-            out.push_str("]\n");
+            let values = recent
+                .iter()
+                .map(|item| item.get(&key).map(|v| self.neutralize(&value_text(v))));
+            self.render_list(&self.history_label(&key), values, out);
         }
+    }
+
+    /// `Label: [a; b; -]` and a line break; `-` marks an item without a value.
+    fn render_list(
+        &self,
+        label: &str,
+        values: impl Iterator<Item = Option<String>>,
+        out: &mut String,
+    ) {
+        out.push_str(label);
+        out.push_str(": [");
+        for (i, value) in values.enumerate() {
+            if i > 0 {
+                out.push_str(&self.list_separator);
+            }
+            out.push_str(value.as_deref().unwrap_or("-"));
+        }
+        out.push_str("]\n");
     }
 
     fn renders_candidate_key(&self, key: &str) -> bool {

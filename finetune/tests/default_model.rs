@@ -46,15 +46,9 @@ fn the_model_card_states_the_shipped_file_s_sha256() {
 
 #[test]
 fn the_default_model_scores_its_card_figures_above_popularity() {
-    let dir = common::repo_root().join("../shared/data/movielens/ml-1m-head2999");
-    if !dir.exists() {
-        assert!(
-            std::env::var_os("KVREC_REQUIRE_SHARED_DATA").is_none(),
-            "{} is missing and KVREC_REQUIRE_SHARED_DATA is set",
-            dir.display()
-        );
+    let Some(dir) = common::shared_data("ml-1m-head2999") else {
         return;
-    }
+    };
     let data = build(
         &movielens::read(&dir).unwrap(),
         &ProtocolConfig {

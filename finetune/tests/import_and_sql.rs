@@ -24,23 +24,6 @@ fn fixture_dir() -> PathBuf {
     common::repo_root().join("tests/fixtures/ml-tiny")
 }
 
-/// `../shared/data/movielens/<name>` beside the checkout, where CI and developers keep it.
-fn shared(name: &str) -> Option<PathBuf> {
-    let dir = common::repo_root()
-        .join("../shared/data/movielens")
-        .join(name);
-    if dir.exists() {
-        Some(dir)
-    } else {
-        assert!(
-            std::env::var_os("KVREC_REQUIRE_SHARED_DATA").is_none(),
-            "{} is missing and KVREC_REQUIRE_SHARED_DATA is set",
-            dir.display()
-        );
-        None
-    }
-}
-
 fn import(dir: &Path, name: &str) -> PathBuf {
     let path = scratch(name);
     db::import(&path, &movielens::read(dir).unwrap()).unwrap();
@@ -92,7 +75,7 @@ fn imports_the_fixture_with_labels_and_latin1_titles() {
 
 #[test]
 fn imports_shared_ml100k_and_ml1m() {
-    if let Some(dir) = shared("ml-100k") {
+    if let Some(dir) = common::shared_data("ml-100k") {
         let db = Connection::open(import(&dir, "ml100k")).unwrap();
         assert_eq!(
             (
@@ -115,7 +98,7 @@ fn imports_shared_ml100k_and_ml1m() {
             .unwrap();
         assert_eq!(genres, "Animation|Children's|Comedy");
     }
-    if let Some(dir) = shared("ml-1m-head2999") {
+    if let Some(dir) = common::shared_data("ml-1m-head2999") {
         let data = movielens::read(&dir).unwrap();
         assert_eq!((data.users.len(), data.movies.len()), (6040, 3883));
         assert_eq!(data.users[0].age, "Under 18");
@@ -241,7 +224,7 @@ fn sqlite3_cli_renders_prompts_from_the_examples() {
         );
         return;
     }
-    let data = shared("ml-100k").unwrap_or_else(fixture_dir);
+    let data = common::shared_data("ml-100k").unwrap_or_else(fixture_dir);
     let path = import(&data, "cli");
     let ext = common::extension_path();
     let ext = ext.with_extension("");

@@ -73,3 +73,18 @@ pub fn duckdb_available() -> bool {
     }
     ok
 }
+
+/// `../shared/data/movielens/<name>` beside the checkout, where CI and developers keep it;
+/// `None` when it is absent, unless KVREC_REQUIRE_SHARED_DATA is set (CI), which panics.
+pub fn shared_data(name: &str) -> Option<PathBuf> {
+    let dir = repo_root().join("../shared/data/movielens").join(name);
+    if dir.exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("KVREC_REQUIRE_SHARED_DATA").is_none(),
+        "{} is missing and KVREC_REQUIRE_SHARED_DATA is set",
+        dir.display()
+    );
+    None
+}

@@ -121,8 +121,11 @@ fn with_number_tokens(mut json: Value, max: usize) -> Result<Value> {
     let width = max.to_string().len();
     let mut numbers: Vec<String> = Vec::new();
     for len in 2..=width {
-        let count = 10usize.pow(len as u32);
-        let limit = if len == width { max + 1 } else { count };
+        let limit = if len == width {
+            max + 1
+        } else {
+            10usize.pow(len as u32)
+        };
         numbers.extend((0..limit).map(|n| format!("{n:0len$}")));
     }
     let model = json
@@ -144,10 +147,10 @@ fn with_number_tokens(mut json: Value, max: usize) -> Result<Value> {
         .context("tokenizer.json has no model.merges")?;
     // Written in the form the file already uses ("a b" or ["a", "b"]).
     let as_strings = merges.first().is_some_and(Value::is_string);
+    let is_token = |s: &str| s.len() == 1 || known.contains(s);
     for number in &numbers {
         for split in 1..number.len() {
             let (left, right) = number.split_at(split);
-            let is_token = |s: &str| s.len() == 1 || known.contains(s);
             if is_token(left) && is_token(right) {
                 merges.push(if as_strings {
                     Value::from(format!("{left} {right}"))

@@ -76,15 +76,18 @@ pub struct TrainConfig {
     /// Also train on each history id of the template's id list (next-item prediction).
     #[serde(default)]
     pub history_loss: bool,
-    /// How many times each answer token counts in the loss (1 when 0): with `history_loss`
-    /// an example has ~20 history targets and one answer choice, and the choice is what
-    /// scoring reads.
-    #[serde(default)]
+    /// How many times each answer token counts in the loss: with `history_loss` an example
+    /// has ~20 history targets and one answer choice, and the choice is what scoring reads.
+    #[serde(default = "one")]
     pub answer_weight: usize,
     /// From scratch: start from this run's latest weights and tokenizer instead of a random
     /// initialisation (continued training with new rows or a new schedule; same shape).
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for TrainConfig {
@@ -222,12 +225,12 @@ pub fn examples(
                 tokens.len()
             };
             let mut spec = spec.clone();
+            let offset = usize::from(bos.is_some());
             loop {
                 let text = spec.render_prompt(&request);
                 let prompt = tokenizer.encode(&text)?;
-                let len = usize::from(bos.is_some()) + prompt.len() + answer.len() + 1;
+                let len = offset + prompt.len() + answer.len() + 1;
                 if len <= context {
-                    let offset = usize::from(bos.is_some());
                     let prompt_targets = if history_loss {
                         history_id_positions(&text, &prompt, &request, &spec, tokenizer)?
                             .into_iter()
@@ -312,7 +315,7 @@ pub struct Batch {
 }
 
 /// `answer_weight` repeats each answer row in the loss (a weighted mean without a weighted
-/// loss op: the cross-entropy averages over rows).
+/// loss op: the cross-entropy averages over rows); 0 counts as 1.
 pub fn batch(examples: &[&Example], pad: u32, answer_weight: usize) -> Result<Batch> {
     let t = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
     let mut ids = Vec::with_capacity(examples.len() * t);
