@@ -141,8 +141,37 @@ fn training_lowers_the_loss_and_resume_continues_the_same_curve() {
 fn exported_gguf_scores_like_the_training_forward() {
     let mut config = tiny_config();
     config.epochs = 0.5;
-    let (ours, _) = export_and_compare(&config, "export");
+    let (ours, request, run) = export_and_compare(&config, "export");
     assert!(ours.len() > 50);
+
+    // Q8_0 keeps every score within its rounding of the F32 file's, in a file a quarter the size.
+    let q8 = run.join("model-q8.gguf");
+    train::export::export(&run, &q8, GgmlDType::Q8_0, "test").unwrap();
+    let f32_len = std::fs::metadata(run.join("model.gguf")).unwrap().len();
+    let q8_len = std::fs::metadata(&q8).unwrap().len();
+    kvrec_llm::registry::load("export-q8", q8.to_str().unwrap(), &Options::default()).unwrap();
+    let quantized = kvrec_llm::rank(
+        &kvrec_llm::registry::get("export-q8").unwrap(),
+        &request,
+        &Options::default(),
+    )
+    .unwrap();
+    let full = kvrec_llm::rank(
+        &kvrec_llm::registry::get("export").unwrap(),
+        &request,
+        &Options::default(),
+    )
+    .unwrap();
+    let mut moved = 0f64;
+    for (id, score) in full.ids.iter().zip(&full.scores) {
+        let at = quantized.ids.iter().position(|q| q == id).unwrap();
+        moved = moved.max((quantized.scores[at] - score).abs());
+    }
+    assert!(moved < 0.05, "Q8_0 moved a score by {moved}");
+    assert!(
+        q8_len * 3 < f32_len,
+        "Q8_0 file {q8_len} bytes, F32 {f32_len}"
+    );
 }
 
 /// The sequential layout: history ids rendered, ids one token each, loss on every history id.
@@ -192,7 +221,7 @@ fn number_tokens_and_history_loss_train_and_export() {
             "every rendered history id is a target, in order"
         );
     }
-    let (ours, _) = export_and_compare(&config, "numbers");
+    let (ours, ..) = export_and_compare(&config, "numbers");
     let history = rows[0].request["history"].as_array().unwrap();
     // The oldest of the (at most 5) rendered history items.
     let first_history_id = history[history.len().saturating_sub(5)]["id"]
@@ -207,8 +236,9 @@ fn number_tokens_and_history_loss_train_and_export() {
 
 /// Trains `config` on the fixture rows, exports F32, loads the GGUF in llama.cpp and checks
 /// the template, the prompt's tokens and the candidate scores against the training side;
-/// returns the prompt's tokens.
-fn export_and_compare(config: &TrainConfig, name: &str) -> (Vec<u32>, Request) {
+/// returns the prompt's tokens, the request scored and the run directory (its F32 GGUF is
+/// `model.gguf`, loaded in the registry as `name`).
+fn export_and_compare(config: &TrainConfig, name: &str) -> (Vec<u32>, Request, PathBuf) {
     let rows = rows();
     let run = scratch(name);
     train::run(config, &rows, &run, false, None, false).unwrap();
@@ -266,7 +296,7 @@ fn export_and_compare(config: &TrainConfig, name: &str) -> (Vec<u32>, Request) {
     }
     let expected = model.candidate_scores(&prompt_ids, &prefixes).unwrap();
     assert_scores_match(&ranking, &request, &expected);
-    (ours, request)
+    (ours, request, run)
 }
 
 /// A small random llama GGUF (GQA, untied head) as the LoRA base.

@@ -1,6 +1,6 @@
 //! A small GGUF (v3) writer: enough to write the models kvrec trains and the test models its
-//! tests make. Tensors are F32 or F16, in PyTorch (out, in) order; dims are written in ggml
-//! order (innermost first), as llama.cpp expects.
+//! tests make. Tensors are F32, F16 or Q8_0, in PyTorch (out, in) order; dims are written in
+//! ggml order (innermost first), as llama.cpp expects.
 
 use std::io::{self, Write};
 
@@ -24,6 +24,44 @@ pub enum MetaValue {
 pub enum TensorType {
     F32,
     F16,
+    /// Blocks of 32 values: an F16 scale and 32 signed bytes (ggml's `Q8_0`); the innermost
+    /// dimension must be a multiple of 32.
+    Q8_0,
+}
+
+/// Values per Q8_0 block.
+pub const Q8_0_BLOCK: usize = 32;
+
+impl TensorType {
+    /// ggml's type id.
+    fn id(self) -> u32 {
+        match self {
+            TensorType::F32 => 0,
+            TensorType::F16 => 1,
+            TensorType::Q8_0 => 8,
+        }
+    }
+
+    fn encode(self, data: &[f32]) -> Vec<u8> {
+        match self {
+            TensorType::F32 => data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            TensorType::F16 => data
+                .iter()
+                .flat_map(|v| f32_to_f16(*v).to_le_bytes())
+                .collect(),
+            TensorType::Q8_0 => data.chunks(Q8_0_BLOCK).flat_map(q8_0_block).collect(),
+        }
+    }
+}
+
+/// One Q8_0 block, rounded as ggml's reference quantizer does (scale = max |x| / 127).
+fn q8_0_block(values: &[f32]) -> Vec<u8> {
+    let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = amax / 127.0;
+    let inverse = if scale == 0.0 { 0.0 } else { 1.0 / scale };
+    let mut block = f32_to_f16(scale).to_le_bytes().to_vec();
+    block.extend(values.iter().map(|v| (v * inverse).round() as i8 as u8));
+    block
 }
 
 struct Tensor {
@@ -65,6 +103,10 @@ impl GgufWriter {
             data.len(),
             "tensor {name}: shape and data disagree"
         );
+        assert!(
+            kind != TensorType::Q8_0 || shape.last().is_some_and(|n| n % Q8_0_BLOCK == 0),
+            "tensor {name}: Q8_0 rows must be a multiple of {Q8_0_BLOCK} values"
+        );
         self.tensors.push(Tensor {
             name: name.to_string(),
             shape: shape.to_vec(),
@@ -92,23 +134,8 @@ impl GgufWriter {
             for dim in t.shape.iter().rev() {
                 header.extend_from_slice(&(*dim as u64).to_le_bytes());
             }
-            let (type_id, bytes) = match t.kind {
-                TensorType::F32 => (
-                    0u32,
-                    t.data
-                        .iter()
-                        .flat_map(|v| v.to_le_bytes())
-                        .collect::<Vec<u8>>(),
-                ),
-                TensorType::F16 => (
-                    1u32,
-                    t.data
-                        .iter()
-                        .flat_map(|v| f32_to_f16(*v).to_le_bytes())
-                        .collect(),
-                ),
-            };
-            header.extend_from_slice(&type_id.to_le_bytes());
+            let bytes = t.kind.encode(&t.data);
+            header.extend_from_slice(&t.kind.id().to_le_bytes());
             header.extend_from_slice(&(offset as u64).to_le_bytes());
             offset += bytes.len().next_multiple_of(ALIGNMENT);
             blobs.push(bytes);
@@ -228,5 +255,19 @@ mod tests {
         w.write(&mut bytes).unwrap();
         assert_eq!(&bytes[..4], b"GGUF");
         assert_eq!(bytes.len() % ALIGNMENT, 0);
+    }
+
+    #[test]
+    fn q8_0_blocks_hold_a_scale_and_rounded_bytes() {
+        let mut values: Vec<f32> = (0..32).map(|i| i as f32 - 16.0).collect();
+        values[5] = 0.3;
+        let block = q8_0_block(&values);
+        assert_eq!(block.len(), 34);
+        // max |x| = 16, so the scale is 16/127 and -16 maps to -127.
+        assert_eq!(block[..2], f32_to_f16(16.0 / 127.0).to_le_bytes());
+        assert_eq!(block[2] as i8, -127);
+        assert_eq!(block[2 + 5] as i8, 2); // 0.3 * 127/16 = 2.38
+        assert_eq!(block[2 + 16] as i8, 0);
+        assert_eq!(q8_0_block(&[0.0; 32])[2..], [0u8; 32]);
     }
 }

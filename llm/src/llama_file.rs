@@ -9,7 +9,7 @@ use std::path::Path;
 
 use kvrec_core::template::{TemplateSpec, TEMPLATE_METADATA_KEY};
 
-use crate::gguf::{GgufWriter, MetaValue, TensorType};
+use crate::gguf::{GgufWriter, MetaValue, TensorType, Q8_0_BLOCK};
 
 /// Shape of a llama-architecture transformer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -108,7 +108,12 @@ impl LlamaFile<'_> {
             .meta("general.name", MetaValue::String(self.name.into()))
             .meta(
                 "general.file_type",
-                MetaValue::U32(u32::from(self.matrix_type == TensorType::F16)),
+                // llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7.
+                MetaValue::U32(match self.matrix_type {
+                    TensorType::F32 => 0,
+                    TensorType::F16 => 1,
+                    TensorType::Q8_0 => 7,
+                }),
             )
             .meta("llama.context_length", u32_of(s.context))
             .meta("llama.embedding_length", u32_of(s.n_embd))
@@ -164,6 +169,13 @@ impl LlamaFile<'_> {
                     "tensor {name} has {} values, shape {shape:?} needs {}",
                     data.len(),
                     shape.iter().product::<usize>()
+                )));
+            }
+            if kind == TensorType::Q8_0 && shape[shape.len() - 1] % Q8_0_BLOCK != 0 {
+                return Err(invalid(format!(
+                    "tensor {name} has rows of {} values; Q8_0 needs a multiple of \
+                     {Q8_0_BLOCK}: export as f16 instead",
+                    shape[shape.len() - 1]
                 )));
             }
             w.tensor(name, shape, kind, data.clone());

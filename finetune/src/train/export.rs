@@ -1,5 +1,5 @@
-//! A trained run → the GGUF llama.cpp serves. A from-scratch run writes its weights (F16 or
-//! F32 matrices), BPE vocabulary and template; a LoRA run writes its base with the adapters
+//! A trained run → the GGUF llama.cpp serves. A from-scratch run writes its weights (F16, Q8_0
+//! or F32 matrices), BPE vocabulary and template; a LoRA run writes its base with the adapters
 //! merged (the merged tensors F16, Q8_0 or F32, the rest in the base's own blocks), or the
 //! adapters alone as a llama.cpp LoRA GGUF.
 
@@ -15,7 +15,7 @@ use super::checkpoint::{self, Saved};
 use super::lora::Lora;
 use super::model::{Transformer, RMS_EPS, ROPE_THETA};
 
-/// Storage type of the exported matrices: `f16`, `f32` or `q8_0` (LoRA merges only).
+/// Storage type of the exported matrices: `f16`, `f32` or `q8_0`.
 pub fn parse_dtype(name: &str) -> Result<GgmlDType> {
     Ok(match name {
         "f16" => GgmlDType::F16,
@@ -37,7 +37,8 @@ pub fn export(run: &Path, gguf: &Path, dtype: GgmlDType, name: &str) -> Result<L
     let matrix_type = match dtype {
         GgmlDType::F16 => TensorType::F16,
         GgmlDType::F32 => TensorType::F32,
-        other => bail!("a from-scratch model is written as f16 or f32, not {other:?}"),
+        GgmlDType::Q8_0 => TensorType::Q8_0,
+        other => bail!("a from-scratch model is written as f16, f32 or q8_0, not {other:?}"),
     };
     let vocab = super::bpe::gguf_vocab(&run.join("tokenizer.json"))?;
     let shape = LlamaShape {
