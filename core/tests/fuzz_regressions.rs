@@ -6,7 +6,7 @@ use std::path::Path;
 use kvrec_core::fuzz_harness;
 
 fn replay(target: &str, harness: fn(&[u8])) -> usize {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let dir = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
         .join("../fuzz/regressions")
         .join(target);
     let mut n = 0;

@@ -94,7 +94,9 @@ fn gemma_forward_matches_llama_cpp_and_its_lora_merges_and_serves() {
     assert!(base.tied, "Gemma's head is its embedding");
     let model = base.model().unwrap();
 
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ml-tiny");
+    let fixture =
+        PathBuf::from(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+            .join("../tests/fixtures/ml-tiny");
     let data = build(
         &movielens::read(&fixture).unwrap(),
         &ProtocolConfig {

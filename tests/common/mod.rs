@@ -33,9 +33,12 @@ pub fn extension_path() -> PathBuf {
         })
 }
 
-/// The workspace root, whichever member's tests include this module.
+/// The workspace root, whichever member's tests include this module. Read at run time, not
+/// with `env!`: cargo reuses a cached test binary built in another checkout of the workspace,
+/// and it must look in this one.
 pub fn repo_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"));
     manifest
         .ancestors()
         .find(|dir| dir.join("migrations").is_dir())
