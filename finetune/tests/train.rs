@@ -27,7 +27,9 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn rows() -> Vec<TrainingRow> {
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ml-tiny");
+    let fixture =
+        PathBuf::from(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+            .join("../tests/fixtures/ml-tiny");
     let data = build(
         &movielens::read(&fixture).unwrap(),
         &ProtocolConfig {
@@ -71,6 +73,12 @@ fn assert_scores_match(ranking: &kvrec_llm::Ranking, request: &Request, expected
             "candidate {id}: candle {expected} vs llama.cpp {score}"
         );
     }
+}
+
+/// `request` ranked by the model loaded in the registry as `name`.
+fn ranked(name: &str, request: &Request) -> kvrec_llm::Ranking {
+    let model = kvrec_llm::registry::get(name).unwrap();
+    kvrec_llm::rank(&model, request, &Options::default()).unwrap()
 }
 
 fn curve(dir: &std::path::Path) -> Vec<(usize, f64)> {
@@ -150,18 +158,8 @@ fn exported_gguf_scores_like_the_training_forward() {
     let f32_len = std::fs::metadata(run.join("model.gguf")).unwrap().len();
     let q8_len = std::fs::metadata(&q8).unwrap().len();
     kvrec_llm::registry::load("export-q8", q8.to_str().unwrap(), &Options::default()).unwrap();
-    let quantized = kvrec_llm::rank(
-        &kvrec_llm::registry::get("export-q8").unwrap(),
-        &request,
-        &Options::default(),
-    )
-    .unwrap();
-    let full = kvrec_llm::rank(
-        &kvrec_llm::registry::get("export").unwrap(),
-        &request,
-        &Options::default(),
-    )
-    .unwrap();
+    let quantized = ranked("export-q8", &request);
+    let full = ranked("export", &request);
     let mut moved = 0f64;
     for (id, score) in full.ids.iter().zip(&full.scores) {
         let at = quantized.ids.iter().position(|q| q == id).unwrap();
@@ -457,12 +455,7 @@ fn lora_trains_resumes_merges_and_llama_cpp_serves_the_merge() {
     let q8 = dir.join("merged-q8.gguf");
     train::export::export(&run, &q8, GgmlDType::Q8_0, "lora").unwrap();
     kvrec_llm::registry::load("lora-q8", q8.to_str().unwrap(), &Options::default()).unwrap();
-    let q8_ranking = kvrec_llm::rank(
-        &kvrec_llm::registry::get("lora-q8").unwrap(),
-        &request,
-        &Options::default(),
-    )
-    .unwrap();
+    let q8_ranking = ranked("lora-q8", &request);
     for (id, score) in q8_ranking.ids.iter().zip(&q8_ranking.scores) {
         let at = request.candidates.iter().position(|c| c.id == *id).unwrap();
         assert!(
