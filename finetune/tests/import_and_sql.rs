@@ -20,10 +20,6 @@ fn scratch(name: &str) -> PathBuf {
     path
 }
 
-fn fixture_dir() -> PathBuf {
-    common::repo_root().join("tests/fixtures/ml-tiny")
-}
-
 fn import(dir: &Path, name: &str) -> PathBuf {
     let path = scratch(name);
     db::import(&path, &movielens::read(dir).unwrap()).unwrap();
@@ -37,7 +33,7 @@ fn count(db: &Connection, table: &str) -> i64 {
 
 #[test]
 fn imports_the_fixture_with_labels_and_latin1_titles() {
-    let path = import(&fixture_dir(), "fixture");
+    let path = import(&common::ml_tiny(), "fixture");
     let db = Connection::open(&path).unwrap();
     assert_eq!(
         (
@@ -69,7 +65,7 @@ fn imports_the_fixture_with_labels_and_latin1_titles() {
     assert_eq!(version, 2, "both migrations applied");
     drop(db);
     // Importing again replaces rows instead of duplicating them.
-    db::import(&path, &movielens::read(&fixture_dir()).unwrap()).unwrap();
+    db::import(&path, &movielens::read(&common::ml_tiny()).unwrap()).unwrap();
     assert_eq!(count(&Connection::open(&path).unwrap(), "ratings"), 310);
 }
 
@@ -145,7 +141,7 @@ fn open_with_extension(path: &Path) -> Connection {
 
 #[test]
 fn sql_examples_build_valid_requests() {
-    let db = open_with_extension(&import(&fixture_dir(), "sql"));
+    let db = open_with_extension(&import(&common::ml_tiny(), "sql"));
     let range = [(":first_user", 1), (":last_user", 12)];
     run_sql_file(&db, "requests.sql", &range);
     let mut stmt = db
@@ -224,7 +220,7 @@ fn sqlite3_cli_renders_prompts_from_the_examples() {
         );
         return;
     }
-    let data = common::shared_data("ml-100k").unwrap_or_else(fixture_dir);
+    let data = common::shared_data("ml-100k").unwrap_or_else(common::ml_tiny);
     let path = import(&data, "cli");
     let ext = common::extension_path();
     let ext = ext.with_extension("");
@@ -267,9 +263,9 @@ fn sqlite3_cli_renders_prompts_from_the_examples() {
 #[test]
 fn protocol_requests_go_into_sqlite_and_recommend_reads_them() {
     use kvrec_finetune::protocol::{build, ProtocolConfig};
-    let path = import(&fixture_dir(), "requests");
+    let path = import(&common::ml_tiny(), "requests");
     let data = build(
-        &movielens::read(&fixture_dir()).unwrap(),
+        &movielens::read(&common::ml_tiny()).unwrap(),
         &ProtocolConfig {
             candidates: 5,
             candidate_keys: vec!["popularity".into(), "co_watch".into()],
@@ -313,7 +309,7 @@ fn protocol_requests_read_back_from_a_duckdb_table() {
         return;
     }
     let data = build(
-        &movielens::read(&fixture_dir()).unwrap(),
+        &movielens::read(&common::ml_tiny()).unwrap(),
         &ProtocolConfig {
             candidates: 5,
             candidate_keys: vec!["popularity".into()],

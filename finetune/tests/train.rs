@@ -1,6 +1,9 @@
 //! Training end to end on a tiny model: train → checkpoint → resume → export → llama.cpp,
 //! with llama.cpp's candidate scores checked against the training-side forward.
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -27,9 +30,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn rows() -> Vec<TrainingRow> {
-    let fixture =
-        PathBuf::from(&std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
-            .join("../tests/fixtures/ml-tiny");
+    let fixture = common::ml_tiny();
     let data = build(
         &movielens::read(&fixture).unwrap(),
         &ProtocolConfig {

@@ -80,14 +80,30 @@ pub fn duckdb_available() -> bool {
 /// `../shared/data/movielens/<name>` beside the checkout, where CI and developers keep it;
 /// `None` when it is absent, unless KVREC_REQUIRE_SHARED_DATA is set (CI), which panics.
 pub fn shared_data(name: &str) -> Option<PathBuf> {
-    let dir = repo_root().join("../shared/data/movielens").join(name);
-    if dir.exists() {
-        return Some(dir);
+    present_or_required(
+        repo_root().join("../shared/data/movielens").join(name),
+        "KVREC_REQUIRE_SHARED_DATA",
+        "put MovieLens under ../shared/data",
+    )
+}
+
+/// `path` when it exists. Otherwise `None` (noted on stderr; the caller skips or falls back), unless the
+/// environment variable `require` is set — CI sets it where skipping would hide a gap — and
+/// then it panics with `fix`.
+pub fn present_or_required(path: PathBuf, require: &str, fix: &str) -> Option<PathBuf> {
+    if path.exists() {
+        return Some(path);
     }
     assert!(
-        std::env::var_os("KVREC_REQUIRE_SHARED_DATA").is_none(),
-        "{} is missing and KVREC_REQUIRE_SHARED_DATA is set",
-        dir.display()
+        std::env::var_os(require).is_none(),
+        "{} is missing and {require} is set; {fix}",
+        path.display()
     );
+    eprintln!("note: {} not found; {fix}", path.display());
     None
+}
+
+/// The tiny MovieLens-layout fixture the training tests build their rows from.
+pub fn ml_tiny() -> PathBuf {
+    repo_root().join("tests/fixtures/ml-tiny")
 }
