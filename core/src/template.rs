@@ -15,8 +15,8 @@ use crate::request::{history_keys, Request};
 /// Identifies the template family; a spec with another format is refused.
 pub const TEMPLATE_FORMAT: &str = "kvrec-instructmk";
 /// The newest spec version this build renders (2 added `candidate_id`; 3 added
-/// `history_id_label`, `history_keys` and `candidate_keys`).
-pub const TEMPLATE_VERSION: u32 = 3;
+/// `history_id_label`, `history_keys` and `candidate_keys`; 4 added `layout`).
+pub const TEMPLATE_VERSION: u32 = 4;
 /// GGUF metadata key under which the finetune crate stores the spec as JSON.
 pub const TEMPLATE_METADATA_KEY: &str = "kvrec.template";
 /// The paper's history length (|S_U| = 20).
@@ -59,6 +59,27 @@ pub struct TemplateSpec {
     /// The candidate keys rendered (the id always is); `None` renders every key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candidate_keys: Option<Vec<String>>,
+    /// `instruction` (the paper's prompt, the default) or `sequence`: the prompt is only the
+    /// history ids, each after a space (` 531 3114`), as a sequential recommender reads a
+    /// user's items, and the answer continues the list (` 2858, 1196`). A tokenizer with a
+    /// token for each spaced id then reads one token per item.
+    #[serde(skip_serializing_if = "Layout::is_instruction")]
+    pub layout: Layout,
+}
+
+/// See [`TemplateSpec::layout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    #[default]
+    Instruction,
+    Sequence,
+}
+
+impl Layout {
+    fn is_instruction(&self) -> bool {
+        *self == Layout::Instruction
+    }
 }
 
 /// See [`TemplateSpec::candidate_id`].
@@ -108,6 +129,7 @@ impl Default for TemplateSpec {
             history_id_label: None,
             history_keys: None,
             candidate_keys: None,
+            layout: Layout::Instruction,
         }
     }
 }
@@ -168,6 +190,12 @@ impl TemplateSpec {
                 self.version
             ));
         }
+        if self.layout == Layout::Sequence && self.version < 4 {
+            return bad(format!(
+                "layout 'sequence' needs version 4 (the spec says {})",
+                self.version
+            ));
+        }
         Ok(())
     }
 
@@ -187,6 +215,14 @@ impl TemplateSpec {
 
     /// Renders the prompt; the model's answer follows the returned text directly.
     pub fn render_prompt(&self, request: &Request) -> String {
+        if self.layout == Layout::Sequence {
+            let start = request.history.len().saturating_sub(self.max_history);
+            let ids: Vec<i64> = request.history[start..]
+                .iter()
+                .filter_map(|item| item.id)
+                .collect();
+            return self.render_sequence(&ids);
+        }
         let mut out = String::with_capacity(1024);
         out.push_str(&self.instruction_header);
         out.push('\n');
@@ -295,12 +331,34 @@ impl TemplateSpec {
             .is_none_or(|allowed| allowed.iter().any(|k| k == key))
     }
 
+    /// The sequence layout's prompt for item ids, oldest first: each id after a space.
+    /// Training renders its windows of a user's sequence through this too.
+    pub fn render_sequence(&self, ids: &[i64]) -> String {
+        let mut out = String::with_capacity(ids.len() * 6);
+        for id in ids {
+            out.push(' ');
+            out.push_str(&id.to_string());
+        }
+        out
+    }
+
+    /// What the answer starts with: nothing, or in the sequence layout the space that goes
+    /// before every id, so the first id is the same token as in the history.
+    fn answer_lead(&self) -> &'static str {
+        match self.layout {
+            Layout::Instruction => "",
+            Layout::Sequence => " ",
+        }
+    }
+
     /// The answer text for a ranked list of ids: what the model is trained to produce.
     pub fn render_answer(&self, ids: &[i64]) -> String {
-        ids.iter()
+        let list = ids
+            .iter()
             .map(i64::to_string)
             .collect::<Vec<_>>()
-            .join(&self.answer_separator)
+            .join(&self.answer_separator);
+        format!("{}{list}", self.answer_lead())
     }
 
     /// The text scoring asks the model for: a candidate as the answer's first item. The
@@ -313,7 +371,7 @@ impl TemplateSpec {
         } else {
             separator
         };
-        format!("{id}{separator}")
+        format!("{}{id}{separator}", self.answer_lead())
     }
 
     /// Makes a value unable to forge template structure: no line breaks or control

@@ -115,6 +115,38 @@ fn a_spec_can_render_history_ids_and_only_the_keys_it_names() {
 }
 
 #[test]
+fn the_sequence_layout_renders_only_the_recent_history_ids() {
+    let request = Request::from_json_texts(
+        r#"{"gender":"female"}"#,
+        r#"[{"id":1,"title":"Toy Story (1995)"},{"id":531,"title":"Heat (1995)","rating":4},{"title":"Fargo (1996)"},{"id":3114,"title":"Toy Story 2 (1999)"}]"#,
+        r#"[{"id":10,"title":"Babe (1995)","co_watch_rank":1},{"id":11}]"#,
+    )
+    .unwrap();
+    let spec = TemplateSpec::from_json(&serde_json::json!({
+        "version": 4, "layout": "sequence", "max_history": 3
+    }))
+    .unwrap();
+    // The three most recent items; the one without an id has nothing to render.
+    assert_eq!(spec.render_prompt(&request), " 531 3114");
+    // The answer continues the list: its first id is the same spaced token as the history's.
+    assert_eq!(spec.answer_prefix(10), " 10,");
+    assert_eq!(spec.render_answer(&[10, 11]), " 10, 11");
+    assert_eq!(TemplateSpec::from_json(&spec.to_json()).unwrap(), spec);
+    let json = spec.to_json();
+    assert_eq!(
+        (&json["version"], &json["layout"]),
+        (&4.into(), &"sequence".into())
+    );
+    assert!(
+        TemplateSpec::default().to_json().get("layout").is_none(),
+        "the instruction layout stays implicit: version-3 specs read as before"
+    );
+    let old = serde_json::json!({"version": 3, "layout": "sequence"});
+    let err = TemplateSpec::from_json(&old).unwrap_err().to_string();
+    assert!(err.contains("needs version 4"), "{err}");
+}
+
+#[test]
 fn extra_keys_are_rendered_as_data() {
     let request = Request::from_json_texts(
         r#"{"gender":"male","favourite_decade":"1980s","zip_code":"48067"}"#,

@@ -20,14 +20,18 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
 
 pub const BOS: &str = "<s>";
+/// A space as the byte-level alphabet writes it.
+const SPACE: char = '\u{120}';
 pub const EOS: &str = "</s>";
 
 /// Trains a vocabulary of `size` tokens on `texts` and saves it to `path`; with
-/// `number_tokens` > 0 every number up to it becomes one token (see [`with_number_tokens`]).
+/// `number_tokens` > 0 every number up to it becomes one token (see [`with_number_tokens`]),
+/// and with `spaced` every such number after a space too (" 531", the sequence layout's item).
 pub fn train(
     texts: &[String],
     size: usize,
     number_tokens: usize,
+    spaced: bool,
     path: &Path,
 ) -> Result<Tokenizer> {
     let mut trainer = BpeTrainerBuilder::new()
@@ -66,6 +70,7 @@ pub fn train(
         serde_json::to_string_pretty(&with_number_tokens(
             without_digit_merges(json)?,
             number_tokens,
+            spaced,
         )?)?,
     )
     .with_context(|| format!("saving {}", path.display()))?;
@@ -114,7 +119,11 @@ fn without_digit_merges(mut json: Value) -> Result<Value> {
 /// neighbouring pieces of such a number always have a merge, so the number ends as one
 /// token — the same in llama.cpp, which applies the same ranked merges. No merge joins a
 /// digit to a space or letter, so " 48" is "Ġ" + "48": an id has one token everywhere.
-fn with_number_tokens(mut json: Value, max: usize) -> Result<Value> {
+///
+/// With `spaced`, each number up to `max` written without leading zeros also gets a token
+/// after a space ("Ġ48"), with a merge of "Ġ" + every prefix and the rest: whatever merges
+/// apply first, the pieces of " 48" always have one left, so a spaced id is one token.
+fn with_number_tokens(mut json: Value, max: usize, spaced: bool) -> Result<Value> {
     if max == 0 {
         return Ok(json);
     }
@@ -141,15 +150,30 @@ fn with_number_tokens(mut json: Value, max: usize) -> Result<Value> {
             next += 1;
         }
     }
-    let known: std::collections::HashSet<&str> = numbers.iter().map(String::as_str).collect();
+    let spaced_numbers: Vec<String> = if spaced {
+        (0..=max).map(|n| format!("{SPACE}{n}")).collect()
+    } else {
+        Vec::new()
+    };
+    for number in &spaced_numbers {
+        if !vocab.contains_key(number) {
+            vocab.insert(number.clone(), Value::from(next));
+            next += 1;
+        }
+    }
+    let known: std::collections::HashSet<&str> = numbers
+        .iter()
+        .chain(&spaced_numbers)
+        .map(String::as_str)
+        .collect();
     let merges = model["merges"]
         .as_array_mut()
         .context("tokenizer.json has no model.merges")?;
     // Written in the form the file already uses ("a b" or ["a", "b"]).
     let as_strings = merges.first().is_some_and(Value::is_string);
-    let is_token = |s: &str| s.len() == 1 || known.contains(s);
-    for number in &numbers {
-        for split in 1..number.len() {
+    let is_token = |s: &str| s.chars().count() == 1 || known.contains(s);
+    for number in numbers.iter().chain(&spaced_numbers) {
+        for (split, _) in number.char_indices().skip(1) {
             let (left, right) = number.split_at(split);
             if is_token(left) && is_token(right) {
                 merges.push(if as_strings {
@@ -251,7 +275,7 @@ mod tests {
                 )
             })
             .collect();
-        let tokenizer = train(&texts, 300, 3952, &path).unwrap();
+        let tokenizer = train(&texts, 300, 3952, false, &path).unwrap();
         std::fs::remove_file(&path).unwrap();
         let one = |text: &str| encode(&tokenizer, text).unwrap();
         for n in [0, 7, 48, 100, 999, 1000, 3114, 3952] {
@@ -264,5 +288,31 @@ mod tests {
         }
         assert!(one("3953").len() > 1, "above the limit numbers are cut");
         assert_eq!(one("0042").len(), 1, "four digits up to the limit");
+    }
+
+    #[test]
+    fn spaced_numbers_up_to_the_limit_are_one_token_after_a_space() {
+        let path = std::env::temp_dir().join(format!("kvrec-bpe-sp-{}.json", std::process::id()));
+        let texts: Vec<String> = (0..200)
+            .map(|i| format!(" {} {} 7", i * 17, i * 3))
+            .collect();
+        let tokenizer = train(&texts, 300, 3952, true, &path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let one = |text: &str| encode(&tokenizer, text).unwrap();
+        let ids = [0, 7, 48, 100, 999, 1000, 3042, 3114, 3952];
+        for n in ids {
+            assert_eq!(one(&format!(" {n}")).len(), 1, "' {n}'");
+            assert_eq!(one(&n.to_string()).len(), 1, "{n} alone is still one token");
+        }
+        let sequence: String = ids.iter().map(|n| format!(" {n}")).collect();
+        let tokens = one(&sequence);
+        assert_eq!(
+            tokens.len(),
+            ids.len(),
+            "one token per spaced id: {tokens:?}"
+        );
+        let distinct: std::collections::HashSet<_> = tokens.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        assert!(one(" 3953").len() > 1, "above the limit numbers are cut");
     }
 }
