@@ -64,20 +64,17 @@ impl Scorer for PopularityScorer {
 
 /// Item-to-item co-occurrence: how often a candidate was watched within `window` positions of
 /// each history item in the training sequences, summed over the history; popularity breaks ties.
+/// `CoWatchParams::default()` is the tuned ranker every model is compared with.
 pub struct CoOccurrenceScorer {
     table: CoWatch,
-    /// Weight of the i-th most recent history item is `decay^i` (1.0: all equal).
-    pub decay: f64,
-    /// Divide by the candidate's popularity to this power (0.0: raw counts).
-    pub normalize: f64,
+    params: CoWatchParams,
 }
 
 impl CoOccurrenceScorer {
-    pub fn new(sequences: &[Sequence], window: usize) -> Self {
+    pub fn new(sequences: &[Sequence], params: CoWatchParams) -> Self {
         CoOccurrenceScorer {
-            table: CoWatch::new(sequences, window),
-            decay: 1.0,
-            normalize: 0.0,
+            table: CoWatch::new(sequences, params.window),
+            params,
         }
     }
 }
@@ -86,22 +83,17 @@ impl Scorer for CoOccurrenceScorer {
     fn name(&self) -> String {
         format!(
             "co-occurrence (window {}, decay {}, norm {})",
-            self.table.window, self.decay, self.normalize
+            self.params.window, self.params.decay, self.params.normalize
         )
     }
 
     fn scores(&self, _: &Instance, request: &Request) -> Vec<f64> {
         let history: Vec<i64> = request.history.iter().filter_map(|h| h.id).collect();
-        let params = CoWatchParams {
-            window: self.table.window,
-            decay: self.decay,
-            normalize: self.normalize,
-        };
         request
             .candidates
             .iter()
             .map(|c| {
-                self.table.score(&history, c.id, &params, None)
+                self.table.score(&history, c.id, &self.params, None)
                     + f64::from(self.table.popularity(c.id)) * 1e-6
             })
             .collect()

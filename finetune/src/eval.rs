@@ -9,7 +9,8 @@ use serde::Serialize;
 use kvrec_core::options::{Mode, Options};
 
 use crate::baselines::Scorer;
-use crate::metrics::{Metrics, Summary};
+use crate::metrics::{Metrics, Outcome, Summary};
+use crate::paired;
 use crate::protocol::Instance;
 
 /// One row of the results table.
@@ -19,6 +20,9 @@ pub struct EvalRow {
     #[serde(flatten)]
     pub summary: Summary,
     pub requests_per_s: f64,
+    /// Each request's outcome, in the order of the instances (for paired comparisons).
+    #[serde(skip)]
+    pub outcomes: Vec<Outcome>,
 }
 
 pub fn progress(len: usize, what: &str) -> ProgressBar {
@@ -61,6 +65,7 @@ pub fn evaluate(scorer: &dyn Scorer, instances: &[Instance]) -> Result<EvalRow> 
         method: scorer.name(),
         summary: metrics.summary(),
         requests_per_s: instances.len() as f64 / seconds.max(1e-9),
+        outcomes: metrics.outcomes,
     })
 }
 
@@ -91,7 +96,9 @@ pub fn evaluate_model(
         let request = instance.request()?;
         let ranking = kvrec_llm::rank(model, &request, &options)?;
         match &ranking.parsed {
-            Some(parsed) => metrics.add_generated(&parsed.ids, instance.positive, parsed.valid),
+            Some(parsed) => {
+                metrics.add_generated(&parsed.ids, instance.positive, parsed.valid);
+            }
             None => {
                 let by_candidate: Vec<f64> = request
                     .candidates
@@ -119,6 +126,7 @@ pub fn evaluate_model(
         method: label,
         summary: metrics.summary(),
         requests_per_s: instances.len() as f64 / start.elapsed().as_secs_f64().max(1e-9),
+        outcomes: metrics.outcomes,
     })
 }
 
@@ -133,6 +141,76 @@ pub fn markdown(rows: &[EvalRow]) -> String {
             "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.3} | {:.0} |\n",
             r.method, s.n, s.hr1, s.hr3, s.hr5, s.ndcg3, s.ndcg5, s.error_rate, r.requests_per_s
         ));
+    }
+    out
+}
+
+/// The last row (the method under test: the model when one is given) against every other on
+/// the same requests, and every row's rank histogram.
+pub fn paired_markdown(rows: &[EvalRow], seed: u64) -> String {
+    let mut out = String::new();
+    if let Some((last, others)) = rows.split_last() {
+        out.push_str(
+            "| paired | n | ΔHR@1 [95 % CI] | ΔNDCG@3 [95 % CI] | wins / losses (HR@1) |\n|---|---|---|---|---|\n",
+        );
+        for other in others {
+            let p = paired::compare(&last.outcomes, &other.outcomes, seed);
+            out.push_str(&format!(
+                "| {} − {} | {} | {:+.4} [{:+.4}, {:+.4}] | {:+.4} [{:+.4}, {:+.4}] | {} / {} |\n",
+                last.method,
+                other.method,
+                p.n,
+                p.hr1_diff,
+                p.hr1_ci.0,
+                p.hr1_ci.1,
+                p.ndcg3_diff,
+                p.ndcg3_ci.0,
+                p.ndcg3_ci.1,
+                p.wins,
+                p.losses
+            ));
+        }
+    }
+    let ranks = rows
+        .iter()
+        .flat_map(|r| r.outcomes.iter())
+        .map(|o| o.better + o.tied)
+        .filter(|&r| r < 1000)
+        .max()
+        .unwrap_or(1);
+    out.push_str("\n| positive at rank |");
+    for r in 1..=ranks {
+        out.push_str(&format!(" {r} |"));
+    }
+    out.push_str(&format!("\n|---|{}\n", "---|".repeat(ranks)));
+    for row in rows {
+        out.push_str(&format!("| {} |", row.method));
+        for share in paired::rank_histogram(&row.outcomes, ranks) {
+            out.push_str(&format!(" {share:.3} |"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// One line per request: user, positive and each method's expected rank of the positive
+/// (empty where a generated answer left it out).
+pub fn per_request_csv(rows: &[EvalRow], instances: &[Instance]) -> String {
+    let mut out = String::from("user_id,positive");
+    for row in rows {
+        out.push(',');
+        out.push_str(&row.method.replace(',', ";"));
+    }
+    out.push('\n');
+    for (i, instance) in instances.iter().enumerate() {
+        out.push_str(&format!("{},{}", instance.user_id, instance.positive));
+        for row in rows {
+            out.push(',');
+            if let Some(rank) = row.outcomes.get(i).and_then(Outcome::expected_rank) {
+                out.push_str(&format!("{rank}"));
+            }
+        }
+        out.push('\n');
     }
     out
 }

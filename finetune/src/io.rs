@@ -10,15 +10,36 @@ use serde::Serialize;
 
 use crate::protocol::{Instance, Split};
 
-pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<()> {
-    let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+/// Writes `path` through a temporary file renamed into place, so an interrupted write never
+/// leaves a partial file that a later step would read as complete.
+pub fn write_with(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = std::path::PathBuf::from(tmp);
+    let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut out = BufWriter::new(file);
-    for item in items {
-        serde_json::to_writer(&mut out, item)?;
-        out.write_all(b"\n")?;
-    }
+    write(&mut out)?;
     out.flush()?;
+    drop(out);
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_with(path, |out| Ok(out.write_all(bytes)?))
+}
+
+pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> Result<()> {
+    write_with(path, |out| {
+        for item in items {
+            serde_json::to_writer(&mut *out, item)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    })
 }
 
 pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
@@ -38,9 +59,6 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     Ok(items)
 }
 
-/// Requests from a SQLite table with columns `user_id, user, history, candidates, positive`
-/// (JSON text), e.g. one made from `temp.kvrec_requests` of sql/requests.sql. A table with a
-/// `split` column (as `data --sqlite` writes) gives its test rows only.
 /// Test instances from a table in a DuckDB database file, read through the `duckdb` Python
 /// package (kvrec does not link DuckDB itself): DuckDB writes the table as JSON lines with
 /// `user`, `history` and `candidates` as JSON whether they are STRUCT / LIST values or JSON
@@ -81,6 +99,9 @@ con.execute(f"""COPY (SELECT user_id, {split} AS split, "user"::JSON AS "user",
     instances
 }
 
+/// Requests from a SQLite table with columns `user_id, user, history, candidates, positive`
+/// (JSON text), e.g. one made from `temp.kvrec_requests` of sql/requests.sql. A table with a
+/// `split` column (as `data --sqlite` writes) gives its test rows only.
 pub fn read_sqlite(path: &Path, table: &str) -> Result<Vec<Instance>> {
     let db =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

@@ -10,6 +10,7 @@ pub mod eval;
 pub mod io;
 pub mod metrics;
 pub mod movielens;
+pub mod paired;
 pub mod protocol;
 pub mod train;
 pub mod training_data;

@@ -9,6 +9,7 @@ use serde_json::json;
 use candle_core::quantized::GgmlDType;
 use kvrec_core::template::{CandidateIdPosition, TemplateSpec};
 use kvrec_finetune::baselines::{CoOccurrenceScorer, PopularityScorer, RandomScorer, Scorer};
+use kvrec_finetune::cowatch::CoWatchParams;
 use kvrec_finetune::protocol::{ProtocolConfig, Sequence, CANDIDATE_KEYS};
 use kvrec_finetune::train::{self, lora::LoraSpec, TrainConfig};
 use kvrec_finetune::training_data::TrainingRow;
@@ -66,6 +67,10 @@ enum Command {
         /// Also write the train and test requests into this SQLite file's `requests` table.
         #[arg(long)]
         sqlite: Option<PathBuf>,
+        /// Order of ratings within the same second: movie-id (SASRec's rule) or file (the
+        /// ratings file's order, which carries no id cue).
+        #[arg(long, default_value = "movie-id")]
+        tie_order: protocol::TieOrder,
     },
     /// Train a llama-architecture model from scratch on training rows (candle, CPU).
     Train {
@@ -156,6 +161,21 @@ enum Command {
         /// -KEY for descending), e.g. co_watch_rank.
         #[arg(long)]
         order_rest_by: Option<String>,
+        /// Sequence stage: --data is train_sequences.jsonl, trained as next-item prediction at
+        /// every position in windows of this many items, softmax over every item (needs a
+        /// template with layout "sequence" and --number-tokens ≥ the largest item id).
+        #[arg(long, default_value_t = 0)]
+        sequence_window: usize,
+        /// Dropout on embeddings and sublayer outputs (sequence stage).
+        #[arg(long, default_value_t = 0.0)]
+        dropout: f64,
+        /// Sequence stage: train.jsonl of the same `data` run; each user's last training item
+        /// is held out and ranked every epoch, and export takes the best epoch.
+        #[arg(long)]
+        valid: Option<PathBuf>,
+        /// Sequence stage: stop after this many epochs without a better validation HR@1.
+        #[arg(long, default_value_t = 0)]
+        patience: usize,
     },
     /// Write a training run's latest checkpoint as a GGUF that llama.cpp and recommend() load.
     Export {
@@ -228,15 +248,15 @@ enum Command {
         /// Baselines to run: random, popularity, cooccurrence, or all.
         #[arg(long, value_delimiter = ',', default_value = "all")]
         baseline: Vec<String>,
-        /// Co-occurrence window in positions.
-        #[arg(long, default_value_t = 10)]
-        window: usize,
-        /// Co-occurrence: weight of the i-th most recent history item is decay^i.
-        #[arg(long, default_value_t = 0.8)]
-        decay: f64,
-        /// Co-occurrence: divide by (candidate popularity + 1)^normalize.
-        #[arg(long, default_value_t = 0.5)]
-        normalize: f64,
+        /// Co-occurrence window in positions (default: the tuned ranker's, 10).
+        #[arg(long)]
+        window: Option<usize>,
+        /// Co-occurrence: weight of the i-th most recent history item is decay^i (default 0.8).
+        #[arg(long)]
+        decay: Option<f64>,
+        /// Co-occurrence: divide by (candidate popularity + 1)^normalize (default 0.5).
+        #[arg(long)]
+        normalize: Option<f64>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Print JSON instead of a markdown table.
@@ -245,6 +265,9 @@ enum Command {
         /// Also write the table (or JSON) to this file.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Write each request's rank of the positive per method (CSV) to this file.
+        #[arg(long)]
+        per_request: Option<PathBuf>,
     },
 }
 
@@ -277,6 +300,7 @@ fn main() -> Result<()> {
             candidate_keys,
             train_targets,
             sqlite,
+            tie_order,
         } => {
             if let Some(bad) = candidate_keys
                 .iter()
@@ -296,6 +320,7 @@ fn main() -> Result<()> {
                 test_users,
                 candidate_keys,
                 train_targets,
+                tie_order,
             };
             let data = protocol::build(&movielens::read(&from)?, &config);
             std::fs::create_dir_all(&out)?;
@@ -386,6 +411,10 @@ fn main() -> Result<()> {
             lora_targets,
             lora_layers,
             order_rest_by,
+            sequence_window,
+            dropout,
+            valid,
+            patience,
         } => {
             let mut template = match template {
                 Some(path) => TemplateSpec::from_json(&serde_json::from_str(
@@ -434,12 +463,32 @@ fn main() -> Result<()> {
                 }),
                 base,
                 order_rest_by,
+                sequence_window,
+                dropout,
+                valid: valid.clone(),
+                patience,
             };
-            let mut rows: Vec<TrainingRow> = Vec::new();
-            for path in &data {
-                rows.extend(io::read_jsonl::<TrainingRow>(path)?);
-            }
-            let summary = train::run(&config, &rows, &out, resume, stop_after, true)?;
+            let summary = if sequence_window > 0 {
+                let mut sequences: Vec<Sequence> = Vec::new();
+                for path in &data {
+                    sequences.extend(io::read_jsonl::<Sequence>(path)?);
+                }
+                let valid: Vec<protocol::Instance> = match &valid {
+                    Some(path) => io::read_jsonl(path)?,
+                    None => Vec::new(),
+                };
+                let corpus = train::Corpus::Sequences {
+                    sequences: &sequences,
+                    valid: &valid,
+                };
+                train::run_corpus(&config, corpus, &out, resume, stop_after, true)?
+            } else {
+                let mut rows: Vec<TrainingRow> = Vec::new();
+                for path in &data {
+                    rows.extend(io::read_jsonl::<TrainingRow>(path)?);
+                }
+                train::run(&config, &rows, &out, resume, stop_after, true)?
+            };
             eprintln!("{}", serde_json::to_string_pretty(&summary)?);
             if let Some(path) = gguf {
                 train::export::export(&out, &path, GgmlDType::F16, "kvrec")?;
@@ -481,6 +530,7 @@ fn main() -> Result<()> {
             seed,
             json,
             out,
+            per_request,
         } => {
             let instances = match (test, sqlite, duckdb) {
                 (Some(path), _, _) => io::read_jsonl(&path)?,
@@ -510,10 +560,13 @@ fn main() -> Result<()> {
                 scorers.push(Box::new(PopularityScorer::new(&sequences)));
             }
             if wants("cooccurrence") {
-                let mut scorer = CoOccurrenceScorer::new(&sequences, window);
-                scorer.decay = decay;
-                scorer.normalize = normalize;
-                scorers.push(Box::new(scorer));
+                let tuned = CoWatchParams::default();
+                let params = CoWatchParams {
+                    window: window.unwrap_or(tuned.window),
+                    decay: decay.unwrap_or(tuned.decay),
+                    normalize: normalize.unwrap_or(tuned.normalize),
+                };
+                scorers.push(Box::new(CoOccurrenceScorer::new(&sequences, params)));
             }
             if scorers.is_empty() && !none {
                 bail!("no known baseline in {baseline:?}; use random, popularity, cooccurrence, all or none");
@@ -541,8 +594,15 @@ fn main() -> Result<()> {
             let text = if json {
                 serde_json::to_string_pretty(&rows)?
             } else {
-                eval::markdown(&rows)
+                format!(
+                    "{}\n{}",
+                    eval::markdown(&rows),
+                    eval::paired_markdown(&rows, seed)
+                )
             };
+            if let Some(path) = per_request {
+                io::write_atomically(&path, eval::per_request_csv(&rows, &instances).as_bytes())?;
+            }
             println!("{text}");
             if let Some(path) = out {
                 std::fs::write(path, &text)?;

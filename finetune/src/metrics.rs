@@ -5,13 +5,53 @@
 
 use serde::Serialize;
 
-/// Running sums over evaluated requests.
+/// Every evaluated request's outcome; the averages and the paired comparisons
+/// ([`crate::paired`]) are computed from these.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
-    n: usize,
-    hr: [f64; 3],
-    ndcg: [f64; 2],
-    errors: usize,
+    pub outcomes: Vec<Outcome>,
+}
+
+/// One request: the positive's rank is uniform over `better + 1 ..= better + tied` (a
+/// positive a generated answer leaves out is ranked past every cut-off).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Outcome {
+    pub better: usize,
+    pub tied: usize,
+    pub valid: bool,
+}
+
+/// Rank of a positive a generated answer does not name.
+const MISSING: usize = usize::MAX / 4;
+
+impl Outcome {
+    fn ranks(&self) -> std::ops::RangeInclusive<usize> {
+        (self.better + 1)..=(self.better + self.tied)
+    }
+
+    /// Expected HR@k over the tied order.
+    pub fn hr(&self, k: usize) -> f64 {
+        self.ranks().filter(|&r| r <= k).count() as f64 / self.tied as f64
+    }
+
+    /// Expected NDCG@k over the tied order.
+    pub fn ndcg(&self, k: usize) -> f64 {
+        self.ranks().map(|r| gain(r, k)).sum::<f64>() / self.tied as f64
+    }
+
+    /// Probability that the positive sits at `rank` (1-based).
+    pub fn at_rank(&self, rank: usize) -> f64 {
+        if self.ranks().contains(&rank) {
+            1.0 / self.tied as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// The expected rank (the middle of the tied run); a missing positive has none.
+    pub fn expected_rank(&self) -> Option<f64> {
+        (self.better < MISSING).then(|| self.better as f64 + (self.tied as f64 + 1.0) / 2.0)
+    }
 }
 
 /// The averages, as reported.
@@ -26,9 +66,6 @@ pub struct Summary {
     pub error_rate: f64,
 }
 
-const HR_AT: [usize; 3] = [1, 3, 5];
-const NDCG_AT: [usize; 2] = [3, 5];
-
 fn gain(rank: usize, k: usize) -> f64 {
     if rank <= k {
         1.0 / ((rank + 1) as f64).log2()
@@ -40,48 +77,41 @@ fn gain(rank: usize, k: usize) -> f64 {
 impl Metrics {
     /// Adds a request ranked by `scores` (one per candidate, higher is better); the positive
     /// is candidate `positive`. NaN scores rank last.
-    pub fn add_scores(&mut self, scores: &[f64], positive: usize) {
+    pub fn add_scores(&mut self, scores: &[f64], positive: usize) -> Outcome {
         let clean = |s: f64| if s.is_nan() { f64::NEG_INFINITY } else { s };
         let p = clean(scores[positive]);
-        let better = scores.iter().filter(|&&s| clean(s) > p).count();
-        let tied = scores.iter().filter(|&&s| clean(s) == p).count();
-        // The positive's rank is uniform over better+1 ..= better+tied.
-        let ranks = (better + 1)..=(better + tied);
-        let share = 1.0 / tied as f64;
-        for (slot, k) in HR_AT.iter().enumerate() {
-            self.hr[slot] += ranks.clone().filter(|r| r <= k).count() as f64 * share;
-        }
-        for (slot, k) in NDCG_AT.iter().enumerate() {
-            self.ndcg[slot] += ranks.clone().map(|r| gain(r, *k)).sum::<f64>() * share;
-        }
-        self.n += 1;
+        let outcome = Outcome {
+            better: scores.iter().filter(|&&s| clean(s) > p).count(),
+            tied: scores.iter().filter(|&&s| clean(s) == p).count(),
+            valid: true,
+        };
+        self.outcomes.push(outcome);
+        outcome
     }
 
     /// Adds a generated ranking: `ids` as parsed, `valid` as the parser judged it. A positive
     /// the answer does not name is a miss; an invalid answer counts toward Error Rate.
-    pub fn add_generated(&mut self, ids: &[i64], positive: i64, valid: bool) {
-        if let Some(rank) = ids.iter().position(|&id| id == positive).map(|i| i + 1) {
-            for (slot, k) in HR_AT.iter().enumerate() {
-                self.hr[slot] += f64::from(u8::from(rank <= *k));
-            }
-            for (slot, k) in NDCG_AT.iter().enumerate() {
-                self.ndcg[slot] += gain(rank, *k);
-            }
-        }
-        self.errors += usize::from(!valid);
-        self.n += 1;
+    pub fn add_generated(&mut self, ids: &[i64], positive: i64, valid: bool) -> Outcome {
+        let outcome = Outcome {
+            better: ids.iter().position(|&id| id == positive).unwrap_or(MISSING),
+            tied: 1,
+            valid,
+        };
+        self.outcomes.push(outcome);
+        outcome
     }
 
     pub fn summary(&self) -> Summary {
-        let n = self.n.max(1) as f64;
+        let n = self.outcomes.len().max(1) as f64;
+        let mean = |f: &dyn Fn(&Outcome) -> f64| self.outcomes.iter().map(f).sum::<f64>() / n;
         Summary {
-            n: self.n,
-            hr1: self.hr[0] / n,
-            hr3: self.hr[1] / n,
-            hr5: self.hr[2] / n,
-            ndcg3: self.ndcg[0] / n,
-            ndcg5: self.ndcg[1] / n,
-            error_rate: self.errors as f64 / n,
+            n: self.outcomes.len(),
+            hr1: mean(&|o| o.hr(1)),
+            hr3: mean(&|o| o.hr(3)),
+            hr5: mean(&|o| o.hr(5)),
+            ndcg3: mean(&|o| o.ndcg(3)),
+            ndcg5: mean(&|o| o.ndcg(5)),
+            error_rate: mean(&|o| f64::from(u8::from(!o.valid))),
         }
     }
 }

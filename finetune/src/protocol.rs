@@ -29,6 +29,33 @@ pub struct ProtocolConfig {
     /// it (1 is the paper's leave-one-out).
     #[serde(default = "one")]
     pub train_targets: usize,
+    /// How ratings in the same second are ordered (see [`TieOrder`]).
+    #[serde(default)]
+    pub tie_order: TieOrder,
+}
+
+/// The order of a user's ratings that share a timestamp. ML-1M stores seconds and rates in
+/// bursts: 42 % of last items share their second with the item before. Ordering such ties by
+/// movie id (SASRec's preprocessing, and this protocol's first rule) makes "the candidate id
+/// just above the last history id" a cue no real request carries; `file` keeps the order of
+/// the ratings file within a second instead. Results are reported under both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TieOrder {
+    #[default]
+    MovieId,
+    File,
+}
+
+impl std::str::FromStr for TieOrder {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "movie-id" => Ok(TieOrder::MovieId),
+            "file" => Ok(TieOrder::File),
+            other => Err(format!("unknown tie order '{other}'; use movie-id or file")),
+        }
+    }
 }
 
 fn one() -> usize {
@@ -45,6 +72,7 @@ impl Default for ProtocolConfig {
             test_users: 1000,
             candidate_keys: Vec::new(),
             train_targets: 1,
+            tie_order: TieOrder::MovieId,
         }
     }
 }
@@ -84,9 +112,13 @@ pub struct ProtocolData {
     pub train_sequences: Vec<Sequence>,
 }
 
-/// Applies the 5-core filter and returns each remaining user's items in time order
-/// (ties in time broken by movie id, as `sql/requests.sql` does).
-pub fn sequences(data: &Dataset, min_interactions: usize) -> Vec<(i64, Vec<(i64, i64)>)> {
+/// Applies the 5-core filter and returns each remaining user's items in time order, ties in
+/// time ordered by `ties` (movie id is what `sql/requests.sql` does).
+pub fn sequences(
+    data: &Dataset,
+    min_interactions: usize,
+    ties: TieOrder,
+) -> Vec<(i64, Vec<(i64, i64)>)> {
     let mut per_user: HashMap<i64, usize> = HashMap::new();
     let mut per_item: HashMap<i64, usize> = HashMap::new();
     for r in &data.ratings {
@@ -105,7 +137,11 @@ pub fn sequences(data: &Dataset, min_interactions: usize) -> Vec<(i64, Vec<(i64,
     let mut out: Vec<(i64, Vec<(i64, i64)>)> = by_user
         .into_iter()
         .map(|(user, mut items)| {
-            items.sort_unstable();
+            match ties {
+                TieOrder::MovieId => items.sort_unstable(),
+                // Stable: the file's order survives within a second.
+                TieOrder::File => items.sort_by_key(|&(ts, _, _)| ts),
+            }
             (
                 user,
                 items
@@ -124,7 +160,7 @@ pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
     let movies: HashMap<i64, &Movie> = data.movies.iter().map(|m| (m.id, m)).collect();
     let users: HashMap<i64, &crate::movielens::User> =
         data.users.iter().map(|u| (u.id, u)).collect();
-    let sequences = sequences(data, config.min_interactions);
+    let sequences = sequences(data, config.min_interactions, config.tie_order);
     let mut universe: Vec<i64> = sequences
         .iter()
         .flat_map(|(_, items)| items.iter().map(|(m, _)| *m))

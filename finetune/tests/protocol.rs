@@ -5,9 +5,10 @@ use std::collections::HashSet;
 
 use kvrec_core::rng::Rng;
 use kvrec_finetune::baselines::{CoOccurrenceScorer, PopularityScorer, RandomScorer};
+use kvrec_finetune::cowatch::CoWatchParams;
 use kvrec_finetune::eval::evaluate;
 use kvrec_finetune::movielens::{Dataset, Movie, Rating, User};
-use kvrec_finetune::protocol::{build, sequences, ProtocolConfig, Split};
+use kvrec_finetune::protocol::{build, sequences, ProtocolConfig, Split, TieOrder};
 use kvrec_finetune::training_data;
 
 /// `users` users with 6..=40 ratings each over `movies` movies; movie 999 is rated 3 times only.
@@ -86,7 +87,7 @@ fn ids(value: &serde_json::Value) -> Vec<i64> {
 #[test]
 fn five_core_filter_drops_rare_users_and_items() {
     let data = synthetic(50, 60, 1);
-    let seqs = sequences(&data, 5);
+    let seqs = sequences(&data, 5, TieOrder::MovieId);
     assert!(
         seqs.iter().all(|(u, _)| *u != 10_000),
         "a user with 4 ratings is dropped"
@@ -109,7 +110,7 @@ fn leave_one_out_splits_and_history() {
     let out = build(&data, &config);
     assert_eq!(out.train.len(), 60, "one train instance per user");
     assert_eq!(out.test.len(), 25, "the sampled test users");
-    let seqs = sequences(&data, 5);
+    let seqs = sequences(&data, 5, TieOrder::MovieId);
     for instance in out.train.iter().chain(&out.test) {
         let items: Vec<i64> = seqs
             .iter()
@@ -264,7 +265,14 @@ fn random_baseline_is_near_chance_and_learned_ones_beat_it() {
             .unwrap()
             .summary,
         evaluate(
-            &CoOccurrenceScorer::new(&out.train_sequences, 10),
+            &CoOccurrenceScorer::new(
+                &out.train_sequences,
+                CoWatchParams {
+                    decay: 1.0,
+                    normalize: 0.0,
+                    ..CoWatchParams::default()
+                },
+            ),
             &out.test,
         )
         .unwrap()
@@ -291,7 +299,7 @@ fn earlier_train_targets_walk_back_through_the_sequence() {
             ..config.clone()
         },
     );
-    let seqs = sequences(&data, 5);
+    let seqs = sequences(&data, 5, TieOrder::MovieId);
     for (user, items) in &seqs {
         let items: Vec<i64> = items.iter().map(|(m, _)| *m).collect();
         let mine: Vec<_> = out.train.iter().filter(|i| i.user_id == *user).collect();
@@ -368,4 +376,68 @@ fn co_watch_key_leaves_out_the_users_own_sequence() {
     let table = kvrec_finetune::cowatch::CoWatch::new(&out.train_sequences[1..2], params.window);
     let expected = (10.0 * table.score(&[1, 2, 3, 4], 5, &params, None)).round() as i64;
     assert_eq!(own_left_out, expected);
+}
+
+#[test]
+fn the_tie_rule_changes_only_the_order_within_a_second() {
+    let data = synthetic(40, 60, 5);
+    let ts: std::collections::HashMap<(i64, i64), i64> = data
+        .ratings
+        .iter()
+        .map(|r| ((r.user_id, r.movie_id), r.ts))
+        .collect();
+    let file_position: std::collections::HashMap<(i64, i64), usize> = data
+        .ratings
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ((r.user_id, r.movie_id), i))
+        .collect();
+    let by_id = sequences(&data, 5, TieOrder::MovieId);
+    let by_file = sequences(&data, 5, TieOrder::File);
+    let mut reordered_users = 0;
+    for ((user, a), (user_b, b)) in by_id.iter().zip(&by_file) {
+        assert_eq!(user, user_b);
+        let times = |items: &[(i64, i64)]| -> Vec<i64> {
+            items.iter().map(|(m, _)| ts[&(*user, *m)]).collect()
+        };
+        // Same items at the same times: only the order inside a second may differ.
+        assert_eq!(times(a), times(b));
+        let mut sorted_a = a.clone();
+        let mut sorted_b = b.clone();
+        sorted_a.sort_unstable();
+        sorted_b.sort_unstable();
+        assert_eq!(sorted_a, sorted_b);
+        for (x, y) in a.iter().zip(a.iter().skip(1)) {
+            if ts[&(*user, x.0)] == ts[&(*user, y.0)] {
+                assert!(x.0 < y.0, "movie-id rule: ascending ids within a second");
+            }
+        }
+        for (x, y) in b.iter().zip(b.iter().skip(1)) {
+            if ts[&(*user, x.0)] == ts[&(*user, y.0)] {
+                assert!(
+                    file_position[&(*user, x.0)] < file_position[&(*user, y.0)],
+                    "file rule: the file's order within a second"
+                );
+            }
+        }
+        reordered_users += usize::from(a != b);
+    }
+    assert!(
+        reordered_users > 10,
+        "the fixture's ties do reorder ({reordered_users} users)"
+    );
+    // The rule reaches the requests: some test targets change.
+    let config = |tie_order| ProtocolConfig {
+        tie_order,
+        ..ProtocolConfig::default()
+    };
+    let (x, y) = (
+        build(&data, &config(TieOrder::MovieId)),
+        build(&data, &config(TieOrder::File)),
+    );
+    assert!(x
+        .test
+        .iter()
+        .zip(&y.test)
+        .any(|(a, b)| a.positive != b.positive));
 }

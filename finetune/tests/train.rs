@@ -14,7 +14,7 @@ use kvrec_core::options::Options;
 use kvrec_core::template::TemplateSpec;
 use kvrec_core::Request;
 use kvrec_finetune::movielens;
-use kvrec_finetune::protocol::{build, ProtocolConfig};
+use kvrec_finetune::protocol::{build, Instance, ProtocolConfig, Sequence};
 use kvrec_finetune::train::base::Base;
 use kvrec_finetune::train::lora::{self, Lora, LoraSpec};
 use kvrec_finetune::train::{self, bpe, checkpoint, model::Transformer, TrainConfig};
@@ -504,4 +504,162 @@ fn lora_trains_resumes_merges_and_llama_cpp_serves_the_merge() {
         plain.scores, adapter_ranking.scores,
         "the adapter changed nothing"
     );
+}
+
+/// The fixture's data for the sequence stage: each user's training sequence and the
+/// validation requests of their last training items.
+fn sequence_data() -> (Vec<Sequence>, Vec<Instance>) {
+    let data = build(
+        &movielens::read(&common::ml_tiny()).unwrap(),
+        &ProtocolConfig {
+            candidates: 5,
+            ..ProtocolConfig::default()
+        },
+    );
+    (data.train_sequences, data.train)
+}
+
+fn sequence_config() -> TrainConfig {
+    let (sequences, _) = sequence_data();
+    let max_id = sequences.iter().flat_map(|s| s.items.iter()).max().unwrap();
+    TrainConfig {
+        vocab_size: 300,
+        d_model: 32,
+        layers: 2,
+        heads: 1,
+        ff: 64,
+        context: 64,
+        batch: 4,
+        epochs: 12.0,
+        lr: 1e-2,
+        warmup_steps: 2,
+        checkpoint_every: 1000,
+        tied: false,
+        number_tokens: *max_id as usize + 5,
+        sequence_window: 8,
+        dropout: 0.1,
+        valid: Some("train.jsonl".into()),
+        template: TemplateSpec::from_json(&serde_json::json!({
+            "version": 4, "layout": "sequence", "list_separator": " ", "max_history": 3
+        }))
+        .unwrap(),
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn the_sequence_stage_learns_next_items_and_llama_cpp_scores_its_export_alike() {
+    let (sequences, valid) = sequence_data();
+    let config = sequence_config();
+    let run = scratch("sequence");
+    let corpus = train::Corpus::Sequences {
+        sequences: &sequences,
+        valid: &valid,
+    };
+    let summary = train::run_corpus(&config, corpus, &run, false, None, false).unwrap();
+    let losses = curve(&run);
+    let per_epoch = losses.len() / 12;
+    let mean = |range: std::ops::Range<usize>| {
+        losses[range.clone()].iter().map(|(_, l)| l).sum::<f64>() / range.len() as f64
+    };
+    let (first, last) = (
+        mean(0..per_epoch),
+        mean(losses.len() - per_epoch..losses.len()),
+    );
+    assert!(
+        last < first - 0.5,
+        "the next-item loss falls: first epoch {first}, last {last}"
+    );
+    assert!(summary.steps > 12, "{summary:?}");
+    let validation = std::fs::read_to_string(run.join("valid.csv")).unwrap();
+    assert_eq!(
+        validation.lines().count(),
+        13,
+        "a validation row per epoch:\n{validation}"
+    );
+    assert!(run.join("best.json").exists(), "the best epoch is kept");
+
+    // The export (the best epoch) served by llama.cpp ranks as candle's forward does.
+    let gguf = run.join("model.gguf");
+    train::export::export(&run, &gguf, GgmlDType::F32, "test").unwrap();
+    let tokenizer = bpe::load(&run.join("tokenizer.json")).unwrap();
+    let (weights, saved) = checkpoint::best(&run).unwrap().unwrap();
+    let shape = LlamaShape {
+        n_vocab: tokenizer.get_vocab_size(true),
+        ..saved.config.shape()
+    };
+    let (model, _) = checkpoint::load_model(&weights, shape, false).unwrap();
+    kvrec_llm::registry::load("sequence", gguf.to_str().unwrap(), &Options::default()).unwrap();
+    let served = kvrec_llm::registry::get("sequence").unwrap();
+    assert_eq!(served.template, config.template);
+    for instance in valid.iter().take(4) {
+        let request = instance.request().unwrap();
+        let prompt = config.template.render_prompt(&request);
+        let ours = bpe::encode(&tokenizer, &prompt).unwrap();
+        let history = request.history.len().min(3);
+        assert_eq!(ours.len(), history, "one token per spaced id: {prompt:?}");
+        let theirs: Vec<u32> = served
+            .tokenize(&prompt, false)
+            .iter()
+            .map(|t| t.0 as u32)
+            .collect();
+        assert_eq!(
+            ours, theirs,
+            "llama.cpp tokenizes the sequence as tokenizers does"
+        );
+        let mut prompt_ids = vec![bpe::token_id(&tokenizer, bpe::BOS).unwrap()];
+        prompt_ids.extend(&ours);
+        let prefixes: Vec<Vec<u32>> = request
+            .candidates
+            .iter()
+            .map(|c| bpe::encode(&tokenizer, &config.template.answer_prefix(c.id)).unwrap())
+            .collect();
+        let expected = model.candidate_scores(&prompt_ids, &prefixes).unwrap();
+        assert_scores_match(&ranked("sequence", &request), &request, &expected);
+    }
+}
+
+#[test]
+fn the_sequence_stage_refuses_what_it_cannot_train() {
+    let (sequences, valid) = sequence_data();
+    let corpus = train::Corpus::Sequences {
+        sequences: &sequences,
+        valid: &valid,
+    };
+    let run = scratch("sequence-errors");
+    let err = |config: TrainConfig| {
+        format!(
+            "{:#}",
+            train::run_corpus(&config, corpus, &run, false, Some(1), false).unwrap_err()
+        )
+    };
+    let few_numbers = err(TrainConfig {
+        number_tokens: 3,
+        ..sequence_config()
+    });
+    assert!(few_numbers.contains("--number-tokens"), "{few_numbers}");
+    let instruction = err(TrainConfig {
+        template: TemplateSpec::default(),
+        ..sequence_config()
+    });
+    assert!(instruction.contains("layout 'sequence'"), "{instruction}");
+    // Validation requests from another data run do not predict these sequences' last items.
+    let mut other = valid.clone();
+    other[0].positive += 1;
+    let mismatched = format!(
+        "{:#}",
+        train::run_corpus(
+            &sequence_config(),
+            train::Corpus::Sequences {
+                sequences: &sequences,
+                valid: &other,
+            },
+            &run,
+            false,
+            Some(1),
+            false
+        )
+        .unwrap_err()
+    );
+    assert!(mismatched.contains("train.jsonl"), "{mismatched}");
 }

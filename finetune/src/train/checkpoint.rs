@@ -50,6 +50,29 @@ pub fn save(
     Ok(())
 }
 
+const BEST_WEIGHTS: &str = "best.safetensors";
+const BEST_STATE: &str = "best.json";
+
+/// Copies the checkpoint just saved as the run's best (by validation); export prefers it.
+pub fn keep_as_best(out: &Path) -> Result<()> {
+    let tmp = out.join(format!("{BEST_WEIGHTS}.tmp"));
+    std::fs::copy(out.join(WEIGHTS), &tmp)?;
+    std::fs::rename(&tmp, out.join(BEST_WEIGHTS))?;
+    std::fs::copy(out.join(STATE), out.join(BEST_STATE))?;
+    Ok(())
+}
+
+/// The run's best checkpoint by validation if it kept one, else its latest.
+pub fn best(out: &Path) -> Result<Option<(PathBuf, Saved)>> {
+    let state = out.join(BEST_STATE);
+    if !state.exists() {
+        return latest(out);
+    }
+    let saved: Saved = serde_json::from_str(&std::fs::read_to_string(&state)?)
+        .with_context(|| format!("reading {}", state.display()))?;
+    Ok(Some((out.join(BEST_WEIGHTS), saved)))
+}
+
 /// The checkpoint in `out`, if there is one.
 pub fn latest(out: &Path) -> Result<Option<(PathBuf, Saved)>> {
     let state = out.join(STATE);

@@ -25,7 +25,7 @@ pub fn parse_dtype(name: &str) -> Result<GgmlDType> {
     })
 }
 
-/// Writes `<run>`'s latest checkpoint to `gguf`.
+/// Writes `<run>`'s best (else latest) checkpoint to `gguf`.
 pub fn export(run: &Path, gguf: &Path, dtype: GgmlDType, name: &str) -> Result<LlamaShape> {
     let (weights, saved) = latest(run)?;
     if saved.config.lora.is_some() {
@@ -96,8 +96,9 @@ pub fn export_adapter(run: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The checkpoint export writes: the best by validation where the run kept one.
 fn latest(run: &Path) -> Result<(std::path::PathBuf, Saved)> {
-    checkpoint::latest(run)?
+    checkpoint::best(run)?
         .with_context(|| format!("{} holds no checkpoint; run `train` first", run.display()))
 }
 

@@ -13,6 +13,7 @@ pub mod lora;
 pub mod model;
 pub mod optimizer;
 pub mod plot;
+pub mod sequence;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use kvrec_core::Request;
 use kvrec_llm::llama_file::LlamaShape;
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::{Instance, Sequence};
 use crate::training_data::TrainingRow;
 use base::Base;
 use lora::{Lora, LoraSpec};
@@ -84,6 +86,20 @@ pub struct TrainConfig {
     /// initialisation (continued training with new rows or a new schedule; same shape).
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// Sequence stage (see [`sequence`]): `data` holds training sequences, trained in
+    /// windows of this many items with the softmax over every item; 0 = training rows.
+    #[serde(default)]
+    pub sequence_window: usize,
+    /// Dropout rate on embeddings and sublayer outputs (sequence stage).
+    #[serde(default)]
+    pub dropout: f64,
+    /// Sequence stage: validation requests (`train.jsonl`) whose positive is each user's last
+    /// training item, held out of training and ranked every epoch; the best epoch is kept.
+    #[serde(default)]
+    pub valid: Option<PathBuf>,
+    /// Sequence stage: stop after this many epochs without a better validation HR@1 (0: never).
+    #[serde(default)]
+    pub patience: usize,
 }
 
 fn one() -> usize {
@@ -117,6 +133,10 @@ impl Default for TrainConfig {
             history_loss: false,
             answer_weight: 1,
             init_from: None,
+            sequence_window: 0,
+            dropout: 0.0,
+            valid: None,
+            patience: 0,
         }
     }
 }
@@ -387,12 +407,42 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// What a run learns from: InstructMK rows, or users' sequences (the sequence stage) with the
+/// validation requests of their held-out last items.
+#[derive(Clone, Copy)]
+pub enum Corpus<'a> {
+    Rows(&'a [TrainingRow]),
+    Sequences {
+        sequences: &'a [Sequence],
+        valid: &'a [Instance],
+    },
+}
+
 /// Runs (or resumes) training into `out`; stops after `stop_after` steps of this call when
 /// given (tests use it to interrupt a run). With `config.base` set, the base is frozen and
 /// only LoRA adapters train; otherwise the whole model trains from scratch.
 pub fn run(
     config: &TrainConfig,
     rows: &[TrainingRow],
+    out: &Path,
+    resume: bool,
+    stop_after: Option<usize>,
+    progress: bool,
+) -> Result<RunSummary> {
+    run_corpus(
+        config,
+        Corpus::Rows(rows),
+        out,
+        resume,
+        stop_after,
+        progress,
+    )
+}
+
+/// [`run`] on any [`Corpus`].
+pub fn run_corpus(
+    config: &TrainConfig,
+    corpus: Corpus,
     out: &Path,
     resume: bool,
     stop_after: Option<usize>,
@@ -438,7 +488,7 @@ pub fn run(
             (model, tokenizer)
         }
         (None, None) => {
-            let tokenizer = scratch_tokenizer(config, rows, out, resumed.is_some())?;
+            let tokenizer = scratch_tokenizer(config, corpus, out, resumed.is_some())?;
             let shape = LlamaShape {
                 n_vocab: tokenizer.get_vocab_size(true),
                 ..config.shape()
@@ -460,31 +510,37 @@ pub fn run(
         _ => bail!("LoRA needs both a base GGUF and adapter settings"),
     };
     let context = config.context.min(model.shape.context);
-    let reordered;
-    let rows = match &config.order_rest_by {
-        Some(key) => {
-            reordered = rows
-                .iter()
-                .map(|row| {
-                    Ok(TrainingRow {
-                        target: crate::training_data::order_rest_by(row, key)?,
-                        ..row.clone()
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            &reordered[..]
+    let (examples, items, valid) = match corpus {
+        Corpus::Rows(rows) => (
+            row_examples(config, rows, tokenizer.as_ref(), context, progress)?,
+            None,
+            &[][..],
+        ),
+        Corpus::Sequences { sequences, valid } => {
+            if config.sequence_window < 2 {
+                bail!("the sequence stage needs windows of at least 2 items (--sequence-window)");
+            }
+            let held_out;
+            let sequences = if valid.is_empty() {
+                sequences
+            } else {
+                held_out = sequence::hold_out_last(sequences, valid)?;
+                &held_out[..]
+            };
+            let examples = sequence::examples(
+                sequences,
+                tokenizer.as_ref(),
+                &config.template,
+                config.sequence_window.min(context.saturating_sub(1)),
+            )?;
+            let items = sequence::ItemClasses::new(
+                tokenizer.as_ref(),
+                &config.template,
+                config.number_tokens as i64,
+            )?;
+            (examples, Some(items), valid)
         }
-        None => rows,
     };
-    let examples = examples(
-        rows,
-        tokenizer.as_ref(),
-        &config.template,
-        context,
-        config.loss_items,
-        config.history_loss,
-        progress,
-    )?;
     if examples.is_empty() {
         bail!("no training rows");
     }
@@ -515,15 +571,48 @@ pub fn run(
     )?;
     let loss_csv = out.join("loss.csv");
     let mut curve = checkpoint::loss_rows_before(&loss_csv, start_step)?;
+    let mut validation = checkpoint::loss_rows_before(&out.join("valid.csv"), start_step)?;
+    let mut best = validation
+        .iter()
+        .filter_map(|row| {
+            let mut fields = row.split(',').skip(1);
+            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+        })
+        .fold(None, |best: Option<(usize, f64)>, (e, h)| {
+            if best.is_none_or(|(_, b)| h > b) {
+                Some((e, h))
+            } else {
+                best
+            }
+        });
+    let item_tensor = match &items {
+        Some(items) => items.tensor()?,
+        None => Tensor::new(&[0u32], &Device::Cpu)?,
+    };
     let bar = progress.then(|| crate::eval::progress(total - start_step, "training"));
     let started = Instant::now();
     let (mut tokens_seen, mut last_loss) = (0usize, f64::NAN);
     let end = stop_after.map_or(total, |n| (start_step + n).min(total));
+    let mut steps_done = start_step;
     for step in start_step..end {
+        steps_done = step + 1;
         let indices = batch_indices(examples.len(), config.batch, config.seed, step);
         let picked: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
         let batch = batch(&picked, pad, config.answer_weight)?;
-        let loss = model.loss(&batch.ids, &batch.rows, &batch.targets)?;
+        let loss = match &items {
+            Some(items) => {
+                let mut masks = Rng::fork(config.seed ^ DROPOUT_STREAM, step as u64);
+                let hidden =
+                    model.hidden_with(&batch.ids, Some((config.dropout as f32, &mut masks)))?;
+                model.loss_over(
+                    &hidden,
+                    &batch.rows,
+                    &item_tensor,
+                    &items.classes(&batch.targets)?,
+                )?
+            }
+            None => model.loss(&batch.ids, &batch.rows, &batch.targets)?,
+        };
         last_loss = f64::from(loss.to_scalar::<f32>()?);
         if !last_loss.is_finite() {
             bail!("the loss diverged at step {step} ({last_loss}); lower --lr");
@@ -542,27 +631,86 @@ pub fn run(
             bar.set_message(format!("training: loss {last_loss:.4}, {rate:.0} tok/s"));
             bar.inc(1);
         }
-        if (step + 1) % config.checkpoint_every == 0 || step + 1 == end {
+        let epoch_end = (step + 1) % per_epoch == 0 || step + 1 == total;
+        let validating = !valid.is_empty() && epoch_end;
+        if (step + 1) % config.checkpoint_every == 0 || step + 1 == end || validating {
             checkpoint::save(out, &names, &vars, &optimizer, config, step + 1)?;
-            write_curve(&loss_csv, &curve)?;
+            write_rows(&loss_csv, "step,epoch,loss,lr,tokens_per_s", &curve)?;
             let losses: Vec<f64> = curve
                 .iter()
                 .filter_map(|row| row.split(',').nth(2)?.parse().ok())
                 .collect();
             plot::loss_png(&losses, &out.join("loss.png"))?;
         }
+        if validating {
+            let (hr1, ndcg3) =
+                sequence::validate(&model, tokenizer.as_ref(), &config.template, valid)?;
+            let epoch = (step + 1).div_ceil(per_epoch);
+            if hr1 > best.map_or(f64::NEG_INFINITY, |(_, h)| h) {
+                best = Some((epoch, hr1));
+                checkpoint::keep_as_best(out)?;
+            }
+            validation.push(format!("{},{epoch},{hr1:.4},{ndcg3:.4}", step + 1));
+            write_rows(&out.join("valid.csv"), "step,epoch,hr1,ndcg3", &validation)?;
+            if let Some(bar) = &bar {
+                bar.println(format!(
+                    "epoch {epoch}: validation HR@1 {hr1:.4}, NDCG@3 {ndcg3:.4}"
+                ));
+            }
+            if config.patience > 0 && best.is_some_and(|(e, _)| epoch >= e + config.patience) {
+                break;
+            }
+        }
     }
     if let Some(bar) = bar {
         bar.finish();
     }
     Ok(RunSummary {
-        steps: end,
+        steps: steps_done,
         examples: examples.len(),
         tokens_seen,
         final_loss: last_loss,
         seconds: started.elapsed().as_secs_f64(),
         parameters,
     })
+}
+
+/// Seeds the dropout masks of each step (with the run's seed), so a resumed run repeats them.
+const DROPOUT_STREAM: u64 = 0x6472_6f70_6f75_7400;
+
+/// InstructMK rows as examples, their answers reordered first when the run asks for it.
+fn row_examples(
+    config: &TrainConfig,
+    rows: &[TrainingRow],
+    tokenizer: &dyn TextTokenizer,
+    context: usize,
+    progress: bool,
+) -> Result<Vec<Example>> {
+    let reordered;
+    let rows = match &config.order_rest_by {
+        Some(key) => {
+            reordered = rows
+                .iter()
+                .map(|row| {
+                    Ok(TrainingRow {
+                        target: crate::training_data::order_rest_by(row, key)?,
+                        ..row.clone()
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            &reordered[..]
+        }
+        None => rows,
+    };
+    examples(
+        rows,
+        tokenizer,
+        &config.template,
+        context,
+        config.loss_items,
+        config.history_loss,
+        progress,
+    )
 }
 
 /// The tensors a run trains, by checkpoint name: the adapters under LoRA, else every weight.
@@ -576,7 +724,7 @@ fn trainable(model: &Transformer) -> (Vec<String>, Vec<Var>) {
 /// A from-scratch run's BPE: trained on the first rows' rendered text, or the run's own.
 fn scratch_tokenizer(
     config: &TrainConfig,
-    rows: &[TrainingRow],
+    corpus: Corpus,
     out: &Path,
     resumed: bool,
 ) -> Result<tokenizers::Tokenizer> {
@@ -589,24 +737,39 @@ fn scratch_tokenizer(
             .with_context(|| format!("copying the tokenizer of {}", run.display()))?;
         return bpe::load(&path);
     }
-    let texts: Vec<String> = rows
-        .iter()
-        .take(4000)
-        .map(|row| -> Result<String> {
-            let request = Request::from_object(&row.request)?;
-            Ok(format!(
-                "{}{}",
-                config.template.render_prompt(&request),
-                config.template.render_answer(&row.target)
-            ))
-        })
-        .collect::<Result<_>>()?;
-    bpe::train(&texts, config.vocab_size, config.number_tokens, &path)
+    let texts: Vec<String> = match corpus {
+        Corpus::Rows(rows) => rows
+            .iter()
+            .take(4000)
+            .map(|row| -> Result<String> {
+                let request = Request::from_object(&row.request)?;
+                Ok(format!(
+                    "{}{}",
+                    config.template.render_prompt(&request),
+                    config.template.render_answer(&row.target)
+                ))
+            })
+            .collect::<Result<_>>()?,
+        Corpus::Sequences { sequences, .. } => sequences
+            .iter()
+            .take(4000)
+            .map(|s| config.template.render_sequence(&s.items))
+            .collect(),
+    };
+    // The sequence layout reads each id after a space: " 531" must be one token there.
+    let spaced = config.template.layout == kvrec_core::template::Layout::Sequence;
+    bpe::train(
+        &texts,
+        config.vocab_size,
+        config.number_tokens,
+        spaced,
+        &path,
+    )
 }
 
-fn write_curve(path: &Path, rows: &[String]) -> Result<()> {
+fn write_rows(path: &Path, header: &str, rows: &[String]) -> Result<()> {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(file, "step,epoch,loss,lr,tokens_per_s")?;
+    writeln!(file, "{header}")?;
     for row in rows {
         writeln!(file, "{row}")?;
     }

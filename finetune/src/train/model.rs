@@ -273,7 +273,23 @@ impl Transformer {
 
     /// Final hidden states (after the output norm) for token ids `(batch, time)`.
     pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
+        self.hidden_with(ids, None)
+    }
+
+    /// [`Self::hidden`], with dropout (rate, seeded stream) on the embeddings and on each
+    /// sublayer's output when training; llama.cpp's inference graph has none.
+    pub fn hidden_with(
+        &self,
+        ids: &Tensor,
+        mut dropout: Option<(f32, &mut Rng)>,
+    ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
+        let mut drop = |x: Tensor| -> Result<Tensor> {
+            match dropout.as_mut() {
+                Some((rate, rng)) if *rate > 0.0 => dropout_mask(&x, *rate, rng),
+                _ => Ok(x),
+            }
+        };
         let s = self.shape;
         let gemma = matches!(self.arch, Arch::Gemma3 { .. });
         let (d, heads) = (s.n_embd, s.n_head);
@@ -292,6 +308,7 @@ impl Transformer {
         if gemma {
             x = (x * (d as f64).sqrt())?;
         }
+        x = drop(x)?;
         let causal = mask(t, None, ids.device())?;
         let eps = self.rms_eps;
         let norm = |x: &Tensor, layer: usize, kind: &str| -> Result<Tensor> {
@@ -352,13 +369,13 @@ impl Transformer {
                     x + out
                 }
             };
-            let out = self.project(&attended, layer, "attn_output")?;
+            let out = drop(self.project(&attended, layer, "attn_output")?)?;
             x = residual(&x, &out, "post_attention_norm")?;
             let h = norm(&x, layer, "ffn_norm")?.reshape((b * t, d))?;
             let gate = self.project(&h, layer, "ffn_gate")?;
             let gate = if gemma { gate.gelu()? } else { gate.silu()? };
             let gated = (gate * self.project(&h, layer, "ffn_up")?)?;
-            let out = self.project(&gated, layer, "ffn_down")?;
+            let out = drop(self.project(&gated, layer, "ffn_down")?)?;
             x = residual(&x, &out, "post_ffw_norm")?;
         }
         rms_norm_slow(&x, &self.weight(self.named("output_norm.weight")?), eps)
@@ -385,6 +402,21 @@ impl Transformer {
     pub fn loss(&self, ids: &Tensor, rows: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let logits = self.logits_at(&self.hidden(ids)?, rows)?;
         candle_nn::loss::cross_entropy(&logits, targets)
+    }
+
+    /// Mean cross-entropy over a subset of the vocabulary: `classes` are the token ids the
+    /// softmax runs over and `targets` index into them (the sequence stage's items).
+    pub fn loss_over(
+        &self,
+        hidden: &Tensor,
+        rows: &Tensor,
+        classes: &Tensor,
+        targets: &Tensor,
+    ) -> Result<Tensor> {
+        let (b, t, d) = hidden.dims3()?;
+        let picked = hidden.reshape((b * t, d))?.index_select(rows, 0)?;
+        let head = self.head().index_select(classes, 0)?;
+        candle_nn::loss::cross_entropy(&self.times_transposed(&picked, &head)?, targets)
     }
 
     /// Every weight as `(name, dims, values)`, for checkpoints and export.
@@ -456,6 +488,25 @@ impl CustomOp2 for FrozenMatmul {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         Ok((Some(grad.matmul(w)?), None))
     }
+}
+
+/// Inverted dropout: zeroes each element with probability `rate` and scales the rest by
+/// 1 / (1 - rate), with a mask drawn from kvrec's seeded stream (candle's CPU random tensors
+/// cannot be seeded, and a resumed run must repeat its masks).
+fn dropout_mask(x: &Tensor, rate: f32, rng: &mut Rng) -> Result<Tensor> {
+    let keep = 1.0 / (1.0 - rate);
+    let threshold = (f64::from(rate) * (1u64 << 32) as f64) as u64;
+    let n = x.elem_count();
+    let mut mask = Vec::with_capacity(n);
+    while mask.len() < n {
+        let bits = rng.next_u64();
+        for half in [bits >> 32, bits & 0xFFFF_FFFF] {
+            if mask.len() < n {
+                mask.push(if half < threshold { 0.0 } else { keep });
+            }
+        }
+    }
+    x * Tensor::from_vec(mask, x.shape(), x.device())?
 }
 
 fn repeat_kv(k: Tensor, v: Tensor, groups: usize) -> Result<(Tensor, Tensor)> {

@@ -1,0 +1,247 @@
+//! The sequence stage: next-item prediction at every position of the users' training
+//! sequences (SASRec's objective), with the softmax over every item token rather than one
+//! target per prompt. Windows of a sequence are rendered through the template's `sequence`
+//! layout and tokenized by the run's own tokenizer, so a window is exactly a prompt that
+//! `recommend()` would send, and each item position of it is a training target.
+//!
+//! Validation follows SASRec: each user's last training item is held out, the model learns
+//! from the rest, and the held-out item is ranked among the protocol's candidates after the
+//! 20 items before it; the best epoch is kept.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use kvrec_core::template::{Layout, TemplateSpec};
+
+use super::model::Transformer;
+use super::{Example, TextTokenizer};
+use crate::metrics::Metrics;
+use crate::protocol::{Instance, Sequence};
+
+/// Windows of up to `window` items over each sequence, every item after the first a target
+/// exactly once; a window's first `context` items (or all before its first target, at a
+/// sequence's start) are context only, so a target sees at least as much history as a served
+/// request, and no more context than that is recomputed (a sequence's last window is short).
+pub fn windows(len: usize, window: usize, context: usize) -> Vec<(usize, std::ops::Range<usize>)> {
+    let stride = window.saturating_sub(context).max(1);
+    let mut out = Vec::new();
+    let mut next = 1;
+    while next < len {
+        let end = (next + stride).min(len);
+        let start = next.saturating_sub(context).min(next - 1);
+        out.push((start, next..end));
+        next = end;
+    }
+    out
+}
+
+/// The tokenized windows of every sequence: `[BOS] ␣id ␣id …`, with the position of every
+/// target id. Fails if the tokenizer does not cut each spaced id into one token, since then
+/// the rendered prompt is not the sequence of items it trains.
+pub fn examples(
+    sequences: &[Sequence],
+    tokenizer: &dyn TextTokenizer,
+    spec: &TemplateSpec,
+    window: usize,
+) -> Result<Vec<Example>> {
+    use rayon::prelude::*;
+    if spec.layout != Layout::Sequence {
+        bail!("the sequence stage needs a template with layout 'sequence'");
+    }
+    let bos = tokenizer.bos()?;
+    let offset = usize::from(bos.is_some());
+    let per_sequence = sequences
+        .par_iter()
+        .map(|sequence| {
+            windows(sequence.items.len(), window, spec.max_history)
+                .into_iter()
+                .map(|(start, targets)| {
+                    let items = &sequence.items[start..targets.end];
+                    let tokens = tokenizer.encode(&spec.render_sequence(items))?;
+                    if tokens.len() != items.len() {
+                        bail!(
+                            "user {}: {} items became {} tokens; the tokenizer must give each id \
+                             one token (train with --number-tokens at least the largest item id)",
+                            sequence.user_id,
+                            items.len(),
+                            tokens.len()
+                        );
+                    }
+                    let mut ids = Vec::with_capacity(offset + tokens.len());
+                    ids.extend(bos);
+                    ids.extend(tokens);
+                    let end = ids.len();
+                    Ok(Example {
+                        ids,
+                        answer_start: end,
+                        loss_end: end,
+                        prompt_targets: targets.map(|j| offset + j - start).collect(),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(per_sequence.into_iter().flatten().collect())
+}
+
+/// The item vocabulary: token ids of every number up to `max_id` as the sequence layout
+/// renders it (each must be one token), the classes the softmax runs over.
+pub struct ItemClasses {
+    pub tokens: Vec<u32>,
+    class_of: HashMap<u32, u32>,
+}
+
+impl ItemClasses {
+    pub fn new(tokenizer: &dyn TextTokenizer, spec: &TemplateSpec, max_id: i64) -> Result<Self> {
+        let mut tokens = Vec::with_capacity(max_id as usize + 1);
+        for id in 0..=max_id {
+            match tokenizer.encode(&spec.render_sequence(&[id]))?[..] {
+                [token] => tokens.push(token),
+                _ => bail!(
+                    "item id {id} is more than one token; train with --number-tokens {max_id} or more"
+                ),
+            }
+        }
+        let class_of = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| (t, i as u32))
+            .collect();
+        Ok(ItemClasses { tokens, class_of })
+    }
+
+    pub fn tensor(&self) -> Result<Tensor> {
+        Ok(Tensor::new(self.tokens.as_slice(), &Device::Cpu)?)
+    }
+
+    /// Token targets as class indices.
+    pub fn classes(&self, targets: &Tensor) -> Result<Tensor> {
+        let classes = targets
+            .to_vec1::<u32>()?
+            .iter()
+            .map(|t| {
+                self.class_of
+                    .get(t)
+                    .copied()
+                    .with_context(|| format!("target token {t} is not an item"))
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        Ok(Tensor::new(classes.as_slice(), &Device::Cpu)?)
+    }
+}
+
+/// Drops each sequence's last item: SASRec's validation hold-out. The validation instances
+/// (`train.jsonl` of `data`, whose positive is that item) are checked against it.
+pub fn hold_out_last(sequences: &[Sequence], valid: &[Instance]) -> Result<Vec<Sequence>> {
+    let last: HashMap<i64, i64> = sequences
+        .iter()
+        .filter_map(|s| Some((s.user_id, *s.items.last()?)))
+        .collect();
+    for instance in valid {
+        if last.get(&instance.user_id) != Some(&instance.positive) {
+            bail!(
+                "validation request of user {} does not predict the last item of that user's \
+                 training sequence; pass the train.jsonl written with these sequences",
+                instance.user_id
+            );
+        }
+    }
+    Ok(sequences
+        .iter()
+        .map(|s| Sequence {
+            user_id: s.user_id,
+            items: s.items[..s.items.len().saturating_sub(1)].to_vec(),
+        })
+        .filter(|s| s.items.len() >= 2)
+        .collect())
+}
+
+/// HR@1 and NDCG@3 of `model` on `instances`, scored as llama.cpp scores them (the
+/// candidates' logits at the prompt's last position), a batch of prompts at a time.
+pub fn validate(
+    model: &Transformer,
+    tokenizer: &dyn TextTokenizer,
+    spec: &TemplateSpec,
+    instances: &[Instance],
+) -> Result<(f64, f64)> {
+    let bos = tokenizer.bos()?;
+    let pad = tokenizer.eos()?;
+    let mut metrics = Metrics::default();
+    for chunk in instances.chunks(256) {
+        let mut prompts = Vec::with_capacity(chunk.len());
+        let mut candidates = Vec::with_capacity(chunk.len());
+        for instance in chunk {
+            let request = instance.request()?;
+            let mut ids: Vec<u32> = bos.into_iter().collect();
+            ids.extend(tokenizer.encode(&spec.render_prompt(&request))?);
+            let tokens = request
+                .candidate_ids()
+                .iter()
+                .map(
+                    |&id| match tokenizer.encode(&spec.render_sequence(&[id]))?[..] {
+                        [t] => Ok(t),
+                        _ => bail!("candidate {id} is more than one token"),
+                    },
+                )
+                .collect::<Result<Vec<u32>>>()?;
+            let positive = request
+                .candidate_ids()
+                .iter()
+                .position(|&id| id == instance.positive)
+                .context("the positive is not among the candidates")?;
+            prompts.push(ids);
+            candidates.push((tokens, positive));
+        }
+        let t = prompts.iter().map(Vec::len).max().unwrap_or(1);
+        let mut flat = Vec::with_capacity(prompts.len() * t);
+        let mut rows = Vec::with_capacity(prompts.len());
+        for (i, p) in prompts.iter().enumerate() {
+            flat.extend(p);
+            flat.extend(std::iter::repeat_n(pad, t - p.len()));
+            rows.push((i * t + p.len() - 1) as u32);
+        }
+        let device = Device::Cpu;
+        let ids = Tensor::from_vec(flat, (prompts.len(), t), &device)?;
+        let logits = model
+            .logits_at(
+                &model.hidden(&ids)?,
+                &Tensor::new(rows.as_slice(), &device)?,
+            )?
+            .to_vec2::<f32>()?;
+        for (row, (tokens, positive)) in logits.iter().zip(&candidates) {
+            let scores: Vec<f64> = tokens.iter().map(|&t| f64::from(row[t as usize])).collect();
+            metrics.add_scores(&scores, *positive);
+        }
+    }
+    let summary = metrics.summary();
+    Ok((summary.hr1, summary.ndcg3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_item_after_the_first_is_a_target_once_with_enough_context() {
+        for len in [0, 1, 2, 5, 20, 21, 59, 60, 61, 100, 333] {
+            let windows = windows(len, 60, 20);
+            let targets: Vec<usize> = windows.iter().flat_map(|(_, t)| t.clone()).collect();
+            assert_eq!(targets, (1..len.max(1)).collect::<Vec<_>>(), "len {len}");
+            let tokens: usize = windows.iter().map(|(s, t)| t.end - s).sum();
+            assert!(
+                tokens <= len.saturating_sub(1) * 60 / 40 + 20,
+                "len {len}: {tokens} items"
+            );
+            for (start, t) in &windows {
+                assert!(t.end - start <= 60, "window too long");
+                assert!(*start < t.start, "a target needs an item before it");
+                // Every target sees 20 items before it, or all there are.
+                assert!(
+                    t.start - start >= 20.min(t.start),
+                    "len {len}: {start} {t:?}"
+                );
+            }
+        }
+    }
+}
