@@ -117,7 +117,7 @@ fn batch_error(e: impl std::fmt::Display) -> KvrecError {
 }
 
 /// Decodes `tokens` from position 0 for sequences `seqs`, `n_batch` at a time; returns the
-/// log-softmax normaliser and the logits row of the last token.
+/// logits row of the last token.
 fn decode_prompt(
     ctx: &mut LlamaContext,
     tokens: &[LlamaToken],
