@@ -241,19 +241,7 @@ fn export_and_compare(config: &TrainConfig, name: &str) -> (Vec<u32>, Request, P
     let rows = rows();
     let run = scratch(name);
     train::run(config, &rows, &run, false, None, false).unwrap();
-    let gguf = run.join("model.gguf");
-    train::export::export(&run, &gguf, GgmlDType::F32, "test").unwrap();
-
-    let tokenizer = bpe::load(&run.join("tokenizer.json")).unwrap();
-    let (weights, saved) = checkpoint::latest(&run).unwrap().unwrap();
-    let shape = LlamaShape {
-        n_vocab: tokenizer.get_vocab_size(true),
-        ..saved.config.shape()
-    };
-    let (model, _): (Transformer, _) =
-        checkpoint::load_model(&weights, shape, saved.config.tied).unwrap();
-
-    kvrec_llm::registry::load(name, gguf.to_str().unwrap(), &Options::default()).unwrap();
+    let (tokenizer, model) = export_and_load(&run, name);
     let served = kvrec_llm::registry::get(name).unwrap();
     assert_eq!(
         served.template, config.template,
@@ -262,27 +250,11 @@ fn export_and_compare(config: &TrainConfig, name: &str) -> (Vec<u32>, Request, P
 
     let request = Request::from_object(&rows[0].request).unwrap();
     let prompt = config.template.render_prompt(&request);
-    let ours = bpe::encode(&tokenizer, &prompt).unwrap();
-    let theirs: Vec<u32> = served
-        .tokenize(&prompt, false)
-        .iter()
-        .map(|t| t.0 as u32)
-        .collect();
-    assert_eq!(
-        ours, theirs,
-        "llama.cpp tokenizes the prompt as tokenizers does"
-    );
+    let ours = same_tokens(&tokenizer, &served, &prompt);
 
     let ranking = kvrec_llm::rank(&served, &request, &Options::default()).unwrap();
-    let bos = bpe::token_id(&tokenizer, bpe::BOS).unwrap();
-    let mut prompt_ids = vec![bos];
-    prompt_ids.extend(&ours);
     // The same constrained scores from candle's log-probabilities at each branching node.
-    let prefixes: Vec<Vec<u32>> = request
-        .candidates
-        .iter()
-        .map(|c| bpe::encode(&tokenizer, &config.template.answer_prefix(c.id)).unwrap())
-        .collect();
+    let (prompt_ids, prefixes) = scoring_inputs(&tokenizer, &config.template, &request, &ours);
     if config.number_tokens == 0 {
         let as_i32: Vec<Vec<i32>> = prefixes
             .iter()
@@ -296,6 +268,59 @@ fn export_and_compare(config: &TrainConfig, name: &str) -> (Vec<u32>, Request, P
     let expected = model.candidate_scores(&prompt_ids, &prefixes).unwrap();
     assert_scores_match(&ranking, &request, &expected);
     (ours, request, run)
+}
+
+/// Exports `run`'s best (else latest) checkpoint as F32 `model.gguf`, loads it into the
+/// registry as `name`, and returns the run's tokenizer and the same weights in candle.
+fn export_and_load(run: &std::path::Path, name: &str) -> (tokenizers::Tokenizer, Transformer) {
+    let gguf = run.join("model.gguf");
+    train::export::export(run, &gguf, GgmlDType::F32, "test").unwrap();
+    let tokenizer = bpe::load(&run.join("tokenizer.json")).unwrap();
+    let (weights, saved) = checkpoint::best(run).unwrap().unwrap();
+    let shape = LlamaShape {
+        n_vocab: tokenizer.get_vocab_size(true),
+        ..saved.config.shape()
+    };
+    let (model, _) = checkpoint::load_model(&weights, shape, saved.config.tied).unwrap();
+    kvrec_llm::registry::load(name, gguf.to_str().unwrap(), &Options::default()).unwrap();
+    (tokenizer, model)
+}
+
+/// `prompt`'s tokens, checked to be the same from `tokenizers` and from llama.cpp.
+fn same_tokens(
+    tokenizer: &tokenizers::Tokenizer,
+    served: &kvrec_llm::Model,
+    prompt: &str,
+) -> Vec<u32> {
+    let ours = bpe::encode(tokenizer, prompt).unwrap();
+    let theirs: Vec<u32> = served
+        .tokenize(prompt, false)
+        .iter()
+        .map(|t| t.0 as u32)
+        .collect();
+    assert_eq!(
+        ours, theirs,
+        "llama.cpp tokenizes {prompt:?} as tokenizers does"
+    );
+    ours
+}
+
+/// What candle's `candidate_scores` takes for `request`: BOS + the prompt's tokens, and each
+/// candidate's answer prefix as tokens.
+fn scoring_inputs(
+    tokenizer: &tokenizers::Tokenizer,
+    template: &TemplateSpec,
+    request: &Request,
+    prompt: &[u32],
+) -> (Vec<u32>, Vec<Vec<u32>>) {
+    let mut ids = vec![bpe::token_id(tokenizer, bpe::BOS).unwrap()];
+    ids.extend(prompt);
+    let prefixes = request
+        .candidates
+        .iter()
+        .map(|c| bpe::encode(tokenizer, &template.answer_prefix(c.id)).unwrap())
+        .collect();
+    (ids, prefixes)
 }
 
 /// A small random llama GGUF (GQA, untied head) as the LoRA base.
@@ -580,40 +605,16 @@ fn the_sequence_stage_learns_next_items_and_llama_cpp_scores_its_export_alike() 
     assert!(run.join("best.json").exists(), "the best epoch is kept");
 
     // The export (the best epoch) served by llama.cpp ranks as candle's forward does.
-    let gguf = run.join("model.gguf");
-    train::export::export(&run, &gguf, GgmlDType::F32, "test").unwrap();
-    let tokenizer = bpe::load(&run.join("tokenizer.json")).unwrap();
-    let (weights, saved) = checkpoint::best(&run).unwrap().unwrap();
-    let shape = LlamaShape {
-        n_vocab: tokenizer.get_vocab_size(true),
-        ..saved.config.shape()
-    };
-    let (model, _) = checkpoint::load_model(&weights, shape, false).unwrap();
-    kvrec_llm::registry::load("sequence", gguf.to_str().unwrap(), &Options::default()).unwrap();
+    let (tokenizer, model) = export_and_load(&run, "sequence");
     let served = kvrec_llm::registry::get("sequence").unwrap();
     assert_eq!(served.template, config.template);
     for instance in valid.iter().take(4) {
         let request = instance.request().unwrap();
         let prompt = config.template.render_prompt(&request);
-        let ours = bpe::encode(&tokenizer, &prompt).unwrap();
+        let ours = same_tokens(&tokenizer, &served, &prompt);
         let history = request.history.len().min(3);
         assert_eq!(ours.len(), history, "one token per spaced id: {prompt:?}");
-        let theirs: Vec<u32> = served
-            .tokenize(&prompt, false)
-            .iter()
-            .map(|t| t.0 as u32)
-            .collect();
-        assert_eq!(
-            ours, theirs,
-            "llama.cpp tokenizes the sequence as tokenizers does"
-        );
-        let mut prompt_ids = vec![bpe::token_id(&tokenizer, bpe::BOS).unwrap()];
-        prompt_ids.extend(&ours);
-        let prefixes: Vec<Vec<u32>> = request
-            .candidates
-            .iter()
-            .map(|c| bpe::encode(&tokenizer, &config.template.answer_prefix(c.id)).unwrap())
-            .collect();
+        let (prompt_ids, prefixes) = scoring_inputs(&tokenizer, &config.template, &request, &ours);
         let expected = model.candidate_scores(&prompt_ids, &prefixes).unwrap();
         assert_scores_match(&ranked("sequence", &request), &request, &expected);
     }

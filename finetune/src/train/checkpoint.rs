@@ -64,24 +64,26 @@ pub fn keep_as_best(out: &Path) -> Result<()> {
 
 /// The run's best checkpoint by validation if it kept one, else its latest.
 pub fn best(out: &Path) -> Result<Option<(PathBuf, Saved)>> {
-    let state = out.join(BEST_STATE);
-    if !state.exists() {
-        return latest(out);
+    match saved(out, BEST_STATE, BEST_WEIGHTS)? {
+        Some(best) => Ok(Some(best)),
+        None => latest(out),
     }
-    let saved: Saved = serde_json::from_str(&std::fs::read_to_string(&state)?)
-        .with_context(|| format!("reading {}", state.display()))?;
-    Ok(Some((out.join(BEST_WEIGHTS), saved)))
 }
 
 /// The checkpoint in `out`, if there is one.
 pub fn latest(out: &Path) -> Result<Option<(PathBuf, Saved)>> {
-    let state = out.join(STATE);
+    saved(out, STATE, WEIGHTS)
+}
+
+/// The weights file and state of the checkpoint whose state is `out/state`, if it exists.
+fn saved(out: &Path, state: &str, weights: &str) -> Result<Option<(PathBuf, Saved)>> {
+    let state = out.join(state);
     if !state.exists() {
         return Ok(None);
     }
     let saved: Saved = serde_json::from_str(&std::fs::read_to_string(&state)?)
         .with_context(|| format!("reading {}", state.display()))?;
-    Ok(Some((out.join(WEIGHTS), saved)))
+    Ok(Some((out.join(weights), saved)))
 }
 
 /// Every tensor of a checkpoint by name.
