@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Rebuilds the default model (models/kvrec-default.gguf) from ../shared/data on 2 cores:
+# the sequence stage (next-item prediction at every position of each user's training
+# sequence, softmax over every movie, the best epoch by validation HR@1), then export.
+#
+#   bash scripts/train_default.sh [TIE_ORDER] [OUT]
+#
+# TIE_ORDER: file (default; the shipped model) or movie-id. OUT: the run folder
+# (default target/default-<tie order>). The exported GGUF is written to OUT/model.gguf;
+# copy it to models/ to ship it. Set KVREC_EPOCHS to shorten a trial run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tie=${1:-file}
+out=${2:-target/default-$tie}
+data=${KVREC_ML1M:-../shared/data/movielens/ml-1m-head2999}
+bin="${CARGO_TARGET_DIR:-target}/release/kvrec-finetune"
+[ -x "$bin" ] || cargo build --release -p kvrec-finetune
+start=$(date +%s)
+"$bin" data --from "$data" --out "$out/data" --tie-order "$tie" --variants none --copies 0
+# Validation: each user's last training item (train.jsonl) is held out of the sequences.
+"$bin" train --data "$out/data/train_sequences.jsonl" --valid "$out/data/train.jsonl" \
+  --template models/kvrec-default.template.json --number-tokens 3952 --vocab 300 \
+  --sequence-window 100 --context 256 --d-model 64 --layers 2 --heads 1 --ff 128 --untied \
+  --dropout 0.1 --batch 64 --lr 2e-3 --warmup 100 --epochs "${KVREC_EPOCHS:-30}" --patience 5 \
+  --checkpoint-every 100000 --out "$out/run"
+"$bin" export --run "$out/run" --out "$out/model.gguf" --dtype f16 --name kvrec-default
+echo "trained and exported in $(( $(date +%s) - start )) s: $out/model.gguf"
