@@ -48,7 +48,7 @@ impl LoadOptions {
 }
 
 /// What `kvrec_models()` lists.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ModelInfo {
     pub name: String,
     pub path: String,

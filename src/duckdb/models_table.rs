@@ -1,4 +1,5 @@
-//! `kvrec_models()`: the loaded models, one row each (the columns of SQLite's version).
+//! `kvrec_models()`: the loaded models, one row each, with the columns of SQLite's version
+//! in the same order.
 
 use duckdb::core::{DataChunkHandle, Inserter, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
@@ -8,15 +9,41 @@ use super::pending::Pending;
 
 pub struct ModelsTable;
 
-const TEXT: [&str; 4] = ["name", "path", "architecture", "template_source"];
-const INTS: [&str; 6] = [
+/// A column's value for one model.
+enum Value<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// The columns, in the order of SQLite's `kvrec_models` schema.
+const COLUMNS: [&str; 10] = [
+    "name",
+    "path",
+    "architecture",
     "size_bytes",
     "n_params",
     "n_ctx",
     "n_ctx_train",
     "n_gpu_layers",
     "template_version",
+    "template_source",
 ];
+
+/// `m`'s values in [`COLUMNS`] order.
+fn values(m: &ModelInfo) -> [Value<'_>; 10] {
+    [
+        Value::Text(&m.name),
+        Value::Text(&m.path),
+        Value::Text(&m.architecture),
+        Value::Int(m.size_bytes as i64),
+        Value::Int(m.n_params as i64),
+        Value::Int(i64::from(m.n_ctx)),
+        Value::Int(i64::from(m.n_ctx_train)),
+        Value::Int(i64::from(m.n_gpu_layers)),
+        Value::Int(i64::from(m.template_version)),
+        Value::Text(m.template_source),
+    ]
+}
 
 impl VTab for ModelsTable {
     /// The models, listed once when the scan starts.
@@ -24,11 +51,14 @@ impl VTab for ModelsTable {
     type BindData = ();
 
     fn bind(bind: &BindInfo) -> Result<(), Box<dyn std::error::Error>> {
-        for name in TEXT {
-            bind.add_result_column(name, LogicalTypeHandle::from(LogicalTypeId::Varchar));
-        }
-        for name in INTS {
-            bind.add_result_column(name, LogicalTypeHandle::from(LogicalTypeId::Bigint));
+        // The column types are those of any model's values.
+        let example = ModelInfo::default();
+        for (name, value) in COLUMNS.iter().zip(values(&example)) {
+            let kind = match value {
+                Value::Text(_) => LogicalTypeId::Varchar,
+                Value::Int(_) => LogicalTypeId::Bigint,
+            };
+            bind.add_result_column(name, LogicalTypeHandle::from(kind));
         }
         Ok(())
     }
@@ -43,22 +73,13 @@ impl VTab for ModelsTable {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let models = func.get_init_data().next_chunk();
         for (row, m) in models.iter().enumerate() {
-            let texts = [m.name.as_str(), &m.path, &m.architecture, m.template_source];
-            for (c, value) in texts.iter().enumerate() {
-                output.flat_vector(c).insert(row, *value);
-            }
-            let ints = [
-                m.size_bytes as i64,
-                m.n_params as i64,
-                i64::from(m.n_ctx),
-                i64::from(m.n_ctx_train),
-                i64::from(m.n_gpu_layers),
-                i64::from(m.template_version),
-            ];
-            for (c, value) in ints.iter().enumerate() {
-                let mut vector = output.flat_vector(TEXT.len() + c);
-                // SAFETY: the column is BIGINT and `row` is below the chunk's capacity.
-                unsafe { vector.as_mut_slice::<i64>()[row] = *value };
+            for (c, value) in values(m).into_iter().enumerate() {
+                let mut vector = output.flat_vector(c);
+                match value {
+                    Value::Text(text) => vector.insert(row, text),
+                    // SAFETY: the column is BIGINT and `row` is below the chunk's capacity.
+                    Value::Int(int) => unsafe { vector.as_mut_slice::<i64>()[row] = int },
+                }
             }
         }
         output.set_len(models.len());
