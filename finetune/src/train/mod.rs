@@ -585,10 +585,6 @@ pub fn run_corpus(
                 best
             }
         });
-    let item_tensor = match &items {
-        Some(items) => items.tensor()?,
-        None => Tensor::new(&[0u32], &Device::Cpu)?,
-    };
     let bar = progress.then(|| crate::eval::progress(total - start_step, "training"));
     let started = Instant::now();
     let (mut tokens_seen, mut last_loss) = (0usize, f64::NAN);
@@ -607,7 +603,7 @@ pub fn run_corpus(
                 model.loss_over(
                     &hidden,
                     &batch.rows,
-                    &item_tensor,
+                    &items.tensor,
                     &items.classes(&batch.targets)?,
                 )?
             }

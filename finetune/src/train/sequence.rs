@@ -89,6 +89,8 @@ pub fn examples(
 /// renders it (each must be one token), the classes the softmax runs over.
 pub struct ItemClasses {
     pub tokens: Vec<u32>,
+    /// `tokens` as the index tensor the loss selects the head's rows with.
+    pub tensor: Tensor,
     class_of: HashMap<u32, u32>,
 }
 
@@ -108,11 +110,12 @@ impl ItemClasses {
             .enumerate()
             .map(|(i, &t)| (t, i as u32))
             .collect();
-        Ok(ItemClasses { tokens, class_of })
-    }
-
-    pub fn tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::new(self.tokens.as_slice(), &Device::Cpu)?)
+        let tensor = Tensor::new(tokens.as_slice(), &Device::Cpu)?;
+        Ok(ItemClasses {
+            tokens,
+            tensor,
+            class_of,
+        })
     }
 
     /// Token targets as class indices.
