@@ -638,9 +638,10 @@ pub fn run_corpus(
                 .collect();
             plot::loss_png(&losses, &out.join("loss.png"))?;
         }
-        if validating {
+        // Validation requests come only with sequences, which always have item classes.
+        if let Some(items) = items.as_ref().filter(|_| validating) {
             let (hr1, ndcg3) =
-                sequence::validate(&model, tokenizer.as_ref(), &config.template, valid)?;
+                sequence::validate(&model, tokenizer.as_ref(), &config.template, items, valid)?;
             let epoch = (step + 1).div_ceil(per_epoch);
             if hr1 > best.map_or(f64::NEG_INFINITY, |(_, h)| h) {
                 best = Some((epoch, hr1));

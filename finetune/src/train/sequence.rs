@@ -118,6 +118,18 @@ impl ItemClasses {
         })
     }
 
+    /// The token of item `id`.
+    pub fn token(&self, id: i64) -> Result<u32> {
+        usize::try_from(id)
+            .ok()
+            .and_then(|i| self.tokens.get(i).copied())
+            .with_context(|| {
+                format!(
+                    "item {id} has no token; train with --number-tokens at least the largest id"
+                )
+            })
+    }
+
     /// Token targets as class indices.
     pub fn classes(&self, targets: &Tensor) -> Result<Tensor> {
         let classes = targets
@@ -166,6 +178,7 @@ pub fn validate(
     model: &Transformer,
     tokenizer: &dyn TextTokenizer,
     spec: &TemplateSpec,
+    items: &ItemClasses,
     instances: &[Instance],
 ) -> Result<(f64, f64)> {
     let bos = tokenizer.bos()?;
@@ -181,12 +194,7 @@ pub fn validate(
             let tokens = request
                 .candidate_ids()
                 .iter()
-                .map(
-                    |&id| match tokenizer.encode(&spec.render_sequence(&[id]))?[..] {
-                        [t] => Ok(t),
-                        _ => bail!("candidate {id} is more than one token"),
-                    },
-                )
+                .map(|&id| items.token(id))
                 .collect::<Result<Vec<u32>>>()?;
             let positive = request
                 .candidate_ids()
