@@ -110,6 +110,17 @@ pub enum KvrecError {
     #[error("the generated answer is not a valid ranking ({detail}): '{text}'; use mode 'score' (the default), which always ranks every candidate")]
     InvalidAnswer { detail: String, text: String },
 
+    #[error("model '{model}' has no item catalog (no kvrec.items metadata), so it cannot recommend from the whole catalog; export it with kvrec-finetune export from a sequence-stage run, or rank your own candidates with recommend()")]
+    NoCatalog { model: String },
+
+    #[error("model '{model}' does not give each item its own token (items {first} and {second} both start with token {token}), so it cannot rank its whole catalog in one pass; train a sequence-layout model (kvrec-finetune train --sequence-window ... --number-tokens ...), or rank your own candidates with recommend()")]
+    NoItemTokens {
+        model: String,
+        first: i64,
+        second: i64,
+        token: i32,
+    },
+
     #[error("internal error (this is a kvrec bug, please report it): {detail}")]
     Internal { detail: String },
 }

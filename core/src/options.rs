@@ -33,10 +33,14 @@ pub struct Options {
     pub n_batch: Option<u32>,
     /// A llama.cpp LoRA adapter GGUF applied on top of the model (load option).
     pub lora: Option<String>,
+    /// `recommend_topk`: whether items already in the history may be recommended again.
+    pub keep_history: Option<bool>,
 }
 
 /// Keys `recommend()` and friends accept per call.
 pub const CALL_OPTIONS: &[&str] = &["k", "mode", "max_history", "n_threads", "seed"];
+/// Keys `recommend_topk()` and `recommend_topk_each()` accept (`k` is an argument there).
+pub const TOPK_OPTIONS: &[&str] = &["max_history", "n_threads", "keep_history"];
 /// Keys `kvrec_load_model()` accepts.
 pub const LOAD_OPTIONS: &[&str] = &["n_ctx", "n_gpu_layers", "n_batch", "n_threads", "lora"];
 
@@ -111,6 +115,13 @@ impl Options {
                     options.n_gpu_layers = Some(ranged(value, "n_gpu_layers", 0, 10_000)? as u32)
                 }
                 "n_batch" => options.n_batch = Some(ranged(value, "n_batch", 16, 1 << 16)? as u32),
+                "keep_history" => {
+                    options.keep_history = Some(
+                        value
+                            .as_bool()
+                            .ok_or_else(|| bad("keep_history", "true or false", value))?,
+                    )
+                }
                 "lora" => {
                     options.lora = Some(
                         value

@@ -64,8 +64,35 @@ impl Request {
         )
     }
 
+    /// Parses the user and history JSON texts of a call without candidates.
+    pub fn from_user_history_texts(user: &str, history: &str) -> Result<Request> {
+        Request::without_candidates(&parse_json("user", user)?, &parse_json("history", history)?)
+    }
+
     /// Builds a request from already-parsed JSON values.
     pub fn from_values(user: &Value, history: &Value, candidates: &Value) -> Result<Request> {
+        let mut request = Request::without_candidates(user, history)?;
+        let candidate_objects = items(candidates, "candidates")?;
+        if candidate_objects.is_empty() {
+            return Err(KvrecError::EmptyCandidates);
+        }
+        request.candidates = candidate_objects
+            .iter()
+            .enumerate()
+            .map(|(i, obj)| candidate(obj, i))
+            .collect::<Result<Vec<_>>>()?;
+        let mut seen = std::collections::HashSet::with_capacity(request.candidates.len());
+        for c in &request.candidates {
+            if !seen.insert(c.id) {
+                return Err(KvrecError::DuplicateCandidate { id: c.id });
+            }
+        }
+        Ok(request)
+    }
+
+    /// A request of user key-values and history only: what ranking a model's whole catalog
+    /// (`recommend_topk`) takes.
+    pub fn without_candidates(user: &Value, history: &Value) -> Result<Request> {
         let user = match user {
             Value::Object(map) => key_values(map, "user")?,
             other => {
@@ -81,25 +108,10 @@ impl Request {
             .enumerate()
             .map(|(i, obj)| history_item(obj, i))
             .collect::<Result<Vec<_>>>()?;
-        let candidate_objects = items(candidates, "candidates")?;
-        if candidate_objects.is_empty() {
-            return Err(KvrecError::EmptyCandidates);
-        }
-        let candidates = candidate_objects
-            .iter()
-            .enumerate()
-            .map(|(i, obj)| candidate(obj, i))
-            .collect::<Result<Vec<_>>>()?;
-        let mut seen = std::collections::HashSet::with_capacity(candidates.len());
-        for c in &candidates {
-            if !seen.insert(c.id) {
-                return Err(KvrecError::DuplicateCandidate { id: c.id });
-            }
-        }
         Ok(Request {
             user,
             history,
-            candidates,
+            candidates: Vec::new(),
         })
     }
 
@@ -280,7 +292,8 @@ fn split_id(
 
 fn history_item(obj: &Map<String, Value>, index: usize) -> Result<HistoryItem> {
     let (id, fields) = split_id(obj, "history", index)?;
-    if field(&fields, "title").is_none() {
+    // An id alone names an item (what a sequence-layout model reads); else a title must.
+    if id.is_none() && field(&fields, "title").is_none() {
         return Err(KvrecError::MissingField {
             arg: "history",
             index,
@@ -351,7 +364,7 @@ mod tests {
             KvrecError::MissingField { field: "id", .. }
         ));
         assert!(matches!(
-            err("{}", r#"[{"id":1}]"#, r#"[{"id":1}]"#),
+            err("{}", r#"[{"rating":5}]"#, r#"[{"id":1}]"#),
             KvrecError::MissingField { field: "title", .. }
         ));
         assert_eq!(

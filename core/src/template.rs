@@ -19,6 +19,9 @@ pub const TEMPLATE_FORMAT: &str = "kvrec-instructmk";
 pub const TEMPLATE_VERSION: u32 = 4;
 /// GGUF metadata key under which the finetune crate stores the spec as JSON.
 pub const TEMPLATE_METADATA_KEY: &str = "kvrec.template";
+/// GGUF metadata key of a model's item catalog: a JSON array of the item ids it was trained
+/// on, the items `recommend_topk` ranks.
+pub const ITEMS_METADATA_KEY: &str = "kvrec.items";
 /// The paper's history length (|S_U| = 20).
 pub const DEFAULT_MAX_HISTORY: usize = 20;
 

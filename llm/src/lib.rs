@@ -9,6 +9,7 @@ pub mod model;
 pub mod rank;
 pub mod registry;
 pub mod tiny;
+pub mod topk;
 pub mod trie;
 
 use kvrec_core::{KvrecError, Result};
@@ -17,6 +18,7 @@ use once_cell::sync::OnceCell;
 
 pub use model::{LoadOptions, Model, ModelInfo};
 pub use rank::{prompt_pass, rank, rank_batch, Ranking};
+pub use topk::rank_catalog;
 
 static BACKEND: OnceCell<std::result::Result<LlamaBackend, String>> = OnceCell::new();
 

@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::Path;
 
-use kvrec_core::template::{TemplateSpec, TEMPLATE_METADATA_KEY};
+use kvrec_core::template::{TemplateSpec, ITEMS_METADATA_KEY, TEMPLATE_METADATA_KEY};
 
 use crate::gguf::{GgufWriter, MetaValue, TensorType, Q8_0_BLOCK};
 
@@ -75,6 +75,8 @@ pub struct LlamaFile<'a> {
     pub shape: LlamaShape,
     pub vocab: &'a BpeVocab,
     pub template: Option<&'a TemplateSpec>,
+    /// The item ids the model was trained on (`kvrec.items`), which `recommend_topk` ranks.
+    pub items: Option<&'a [i64]>,
     /// Weights by name, in the order and shapes of [`LlamaShape::tensors`].
     pub weights: Vec<Vec<f32>>,
     /// Storage of matrices; vectors (norms) are always F32.
@@ -156,6 +158,12 @@ impl LlamaFile<'_> {
             w.meta(
                 TEMPLATE_METADATA_KEY,
                 MetaValue::String(spec.to_json().to_string()),
+            );
+        }
+        if let Some(items) = self.items {
+            w.meta(
+                ITEMS_METADATA_KEY,
+                MetaValue::String(serde_json::Value::from(items.to_vec()).to_string()),
             );
         }
         for ((name, shape), data) in names.iter().zip(&self.weights) {

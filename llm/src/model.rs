@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 use kvrec_core::options::Options;
-use kvrec_core::template::{TemplateSpec, TEMPLATE_METADATA_KEY};
+use kvrec_core::template::{TemplateSpec, ITEMS_METADATA_KEY, TEMPLATE_METADATA_KEY};
 use kvrec_core::{KvrecError, Result};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -61,6 +61,9 @@ pub struct ModelInfo {
     pub template_version: u32,
     /// `model` when the GGUF carries `kvrec.template`, else `default`.
     pub template_source: &'static str,
+    /// Items in the model's catalog (`kvrec.items`), the ones `recommend_topk` ranks; 0
+    /// when the model has none.
+    pub n_items: u64,
 }
 
 /// A model and the contexts that run it. Field order matters: contexts borrow the model and
@@ -76,6 +79,10 @@ pub struct Model {
     pub info: ModelInfo,
     pub template: TemplateSpec,
     pub load: LoadOptions,
+    /// The item ids the model was trained on (`kvrec.items`), when the GGUF lists them.
+    pub items: Option<Vec<i64>>,
+    /// Each catalog item's deciding token, computed on first use by `recommend_topk`.
+    pub(crate) item_tokens: once_cell::sync::OnceCell<Result<Vec<LlamaToken>>>,
 }
 
 /// Idle contexts with the thread count each was made for, how many exist in all (idle or in
@@ -145,6 +152,17 @@ impl Model {
             }
             Err(_) => (TemplateSpec::default(), "default"),
         };
+        let items = match model.meta_val_str(ITEMS_METADATA_KEY) {
+            Ok(json) => Some(serde_json::from_str::<Vec<i64>>(&json).map_err(|e| {
+                KvrecError::ModelLoad {
+                    path: path.to_string(),
+                    detail: format!(
+                        "its {ITEMS_METADATA_KEY} metadata is not a JSON array of integer ids: {e}"
+                    ),
+                }
+            })?),
+            Err(_) => None,
+        };
         let info = ModelInfo {
             name: name.to_string(),
             path: path.to_string(),
@@ -158,6 +176,7 @@ impl Model {
             n_gpu_layers: load.n_gpu_layers,
             template_version: template.version,
             template_source,
+            n_items: items.as_ref().map_or(0, |items| items.len() as u64),
         };
         let adapter = match &options.lora {
             Some(lora) => {
@@ -187,6 +206,8 @@ impl Model {
             info,
             template,
             load,
+            items,
+            item_tokens: once_cell::sync::OnceCell::new(),
         };
         // Fail at load time, not at the first query, if no context fits in memory.
         model.with_context(|_| Ok(()))?;

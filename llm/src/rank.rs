@@ -65,7 +65,7 @@ fn keep_best(mut ranking: Ranking, options: &Options) -> Ranking {
 
 /// The prompt's tokens with as much recent history as fits, leaving `reserve` tokens of the
 /// context for the answer. Returns the tokens and how many history items were left out.
-fn fit_prompt(
+pub(crate) fn fit_prompt(
     model: &Model,
     request: &Request,
     spec: &TemplateSpec,
@@ -118,7 +118,7 @@ fn batch_error(e: impl std::fmt::Display) -> KvrecError {
 
 /// Decodes `tokens` from position 0 for sequences `seqs`, `n_batch` at a time; returns the
 /// logits row of the last token.
-fn decode_prompt(
+pub(crate) fn decode_prompt(
     ctx: &mut LlamaContext,
     tokens: &[LlamaToken],
     seqs: &[i32],

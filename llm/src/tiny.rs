@@ -77,27 +77,66 @@ pub fn write_tiny_llama(path: &Path, seed: u64, template: Option<&TemplateSpec>)
     write_random_llama(path, seed, template, N_EMBD, N_LAYER)
 }
 
-/// A random model with the tiny vocabulary and `width × layers` (FFN 2 × width): large ones
-/// make memory effects measurable (loading, unloading) without a trained model.
-pub fn write_random_llama(
+/// The tiny model as a sequence-stage model would be: a `sequence`-layout template, one
+/// token per spaced item id (`Ġ17`, reached through merges `Ġ 1`, `Ġ1 7`) and the catalog
+/// `items` in its metadata, so `recommend_topk` can rank it. Without `item_tokens` the ids
+/// stay split into characters (a catalog the model cannot rank in one pass).
+pub fn write_tiny_catalog_llama(
     path: &Path,
     seed: u64,
-    template: Option<&TemplateSpec>,
-    width: usize,
-    layers: usize,
+    items: &[i64],
+    item_tokens: bool,
 ) -> io::Result<()> {
-    let vocab = tiny_vocab();
-    let shape = LlamaShape {
-        n_vocab: vocab.tokens.len(),
+    let mut vocab = tiny_vocab();
+    let mut known: std::collections::HashSet<String> = vocab.tokens.iter().cloned().collect();
+    for id in items.iter().filter(|_| item_tokens) {
+        let digits = id.to_string();
+        let mut prefix = "Ġ".to_string();
+        for digit in digits.chars() {
+            let joined = format!("{prefix}{digit}");
+            if known.insert(joined.clone()) {
+                vocab.merges.push(format!("{prefix} {digit}"));
+                vocab.tokens.push(joined.clone());
+                vocab.types.push(1);
+            }
+            prefix = joined;
+        }
+    }
+    let template = TemplateSpec::from_json(&serde_json::json!({
+        "version": 4, "layout": "sequence", "list_separator": " ", "max_history": 20
+    }))
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let shape = shape(vocab.tokens.len(), N_EMBD, N_LAYER);
+    let weights = random_weights(&shape, seed);
+    LlamaFile {
+        name: "kvrec tiny catalog llama",
+        shape,
+        vocab: &vocab,
+        template: Some(&template),
+        items: Some(items),
+        weights,
+        matrix_type: TensorType::F32,
+        rope_theta: 10_000.0,
+        rms_eps: 1e-5,
+    }
+    .write(path)
+}
+
+fn shape(n_vocab: usize, width: usize, layers: usize) -> LlamaShape {
+    LlamaShape {
+        n_vocab,
         n_embd: width,
         n_layer: layers,
         n_head: N_HEAD,
         n_head_kv: N_HEAD_KV,
         n_ff: 2 * width,
         context: CONTEXT,
-    };
+    }
+}
+
+fn random_weights(shape: &LlamaShape, seed: u64) -> Vec<Vec<f32>> {
     let mut rng = Rng::new(seed);
-    let weights = shape
+    shape
         .tensors()
         .into_iter()
         .map(|(name, dims)| {
@@ -113,12 +152,27 @@ pub fn write_random_llama(
                 random(&mut rng, n, 0.2)
             }
         })
-        .collect();
+        .collect()
+}
+
+/// A random model with the tiny vocabulary and `width × layers` (FFN 2 × width): large ones
+/// make memory effects measurable (loading, unloading) without a trained model.
+pub fn write_random_llama(
+    path: &Path,
+    seed: u64,
+    template: Option<&TemplateSpec>,
+    width: usize,
+    layers: usize,
+) -> io::Result<()> {
+    let vocab = tiny_vocab();
+    let shape = shape(vocab.tokens.len(), width, layers);
+    let weights = random_weights(&shape, seed);
     LlamaFile {
         name: "kvrec tiny test llama",
         shape,
         vocab: &vocab,
         template,
+        items: None,
         weights,
         matrix_type: TensorType::F32,
         rope_theta: 10_000.0,

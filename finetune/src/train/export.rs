@@ -46,11 +46,13 @@ pub fn export(run: &Path, gguf: &Path, dtype: GgmlDType, name: &str) -> Result<L
         ..saved.config.shape()
     };
     let (model, _) = checkpoint::load_model(&weights, shape, saved.config.tied)?;
+    let items = catalog(run)?;
     LlamaFile {
         name,
         shape,
         vocab: &vocab,
         template: Some(&saved.config.template),
+        items: items.as_deref(),
         weights: model.weights()?.into_iter().map(|(_, _, w)| w).collect(),
         matrix_type,
         rope_theta: ROPE_THETA,
@@ -59,6 +61,19 @@ pub fn export(run: &Path, gguf: &Path, dtype: GgmlDType, name: &str) -> Result<L
     .write(gguf)
     .with_context(|| format!("writing {}", gguf.display()))?;
     Ok(shape)
+}
+
+/// The run's catalog ([`super::CATALOG_FILE`]), which only sequence runs write.
+fn catalog(run: &Path) -> Result<Option<Vec<i64>>> {
+    let path = run.join(super::CATALOG_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Some(serde_json::from_str(&text).with_context(|| {
+        format!("{} is not a JSON array of item ids", path.display())
+    })?))
 }
 
 /// Writes a LoRA run's adapters as a llama.cpp adapter GGUF (`general.type = adapter`), to

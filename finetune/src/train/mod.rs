@@ -439,6 +439,10 @@ pub fn run(
     )
 }
 
+/// The item ids a sequence run trained on (a JSON array), which export writes as the model's
+/// catalog.
+pub const CATALOG_FILE: &str = "items.json";
+
 /// [`run`] on any [`Corpus`].
 pub fn run_corpus(
     config: &TrainConfig,
@@ -520,6 +524,15 @@ pub fn run_corpus(
             if config.sequence_window < 2 {
                 bail!("the sequence stage needs windows of at least 2 items (--sequence-window)");
             }
+            // The catalog the exported model ranks in `recommend_topk`: every item trained on.
+            let catalog: std::collections::BTreeSet<i64> = sequences
+                .iter()
+                .flat_map(|s| s.items.iter().copied())
+                .collect();
+            crate::io::write_atomically(
+                &out.join(CATALOG_FILE),
+                serde_json::to_string(&catalog)?.as_bytes(),
+            )?;
             let held_out;
             let sequences = if valid.is_empty() {
                 sequences
