@@ -1,68 +1,28 @@
-//! The adapter from DuckDB's vectorised scalar calls to the shared row functions: each row's
-//! arguments become [`RowArgs`], each result a VARCHAR; a failing row fails the query with the
+//! Catalog scalars as DuckDB vectorised functions: each row's arguments become [`RowArgs`];
+//! text results are VARCHAR, id results `LIST(BIGINT)`; a failing row fails the query with the
 //! function's name, the row and the shared error text (which says what to do).
-
-use std::marker::PhantomData;
 
 use duckdb::core::{DataChunkHandle, Inserter, LogicalTypeHandle, LogicalTypeId};
 use duckdb::ffi;
 use duckdb::vscalar::{ScalarFunctionSignature, VScalar};
 use duckdb::vtab::arrow::WritableVector;
 
-use crate::functions::{RowArgs, SqlArgs};
-use kvrec_core::error::{KvrecError, Result};
+use crate::functions::catalog::{Body, Kind, Scalar, SCALARS};
+use crate::functions::{guarded, RowArgs, SqlArgs};
+use kvrec_core::error::KvrecError;
 
 use super::values::cell_at;
 
-/// How a parameter is declared to DuckDB.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// JSON text or any STRUCT / LIST value (declared ANY; nested values become JSON).
-    Json,
-    Text,
-    Int,
-}
-
-impl Kind {
-    fn logical_type(self) -> LogicalTypeHandle {
-        match self {
-            Kind::Json => LogicalTypeId::Any.into(),
-            Kind::Text => LogicalTypeId::Varchar.into(),
-            Kind::Int => LogicalTypeId::Bigint.into(),
-        }
+pub fn logical_type(kind: Kind) -> LogicalTypeHandle {
+    match kind {
+        Kind::Json => LogicalTypeId::Any.into(),
+        Kind::Text => LogicalTypeId::Varchar.into(),
+        Kind::Int => LogicalTypeId::Bigint.into(),
     }
 }
 
-/// One SQL function shared with SQLite: its name, parameter names (`?` = optional, trailing)
-/// and their kinds, whether it depends on loaded models, and the row function.
-pub trait RowFunction {
-    const NAME: &'static str;
-    const PARAMS: &'static [&'static str];
-    const KINDS: &'static [Kind];
-    /// Model functions: a reloaded model must never serve cached results.
-    const VOLATILE: bool;
-    fn call(args: &dyn SqlArgs) -> Result<String>;
-}
-
-/// The overloads: one per number of given optional parameters.
-pub fn signatures(
-    params: &[&'static str],
-    kinds: &[Kind],
-    returns: impl Fn() -> LogicalTypeHandle,
-) -> Vec<ScalarFunctionSignature> {
-    let required = params.iter().filter(|n| !n.ends_with('?')).count();
-    (required..=params.len())
-        .map(|n| {
-            ScalarFunctionSignature::exact(
-                kinds[..n].iter().map(|k| k.logical_type()).collect(),
-                returns(),
-            )
-        })
-        .collect()
-}
-
 /// Reads row `row` of every column of `input`.
-pub fn row_args(input: &DataChunkHandle, row: usize, params: &'static [&'static str]) -> RowArgs {
+fn row_args(input: &DataChunkHandle, row: usize, params: &'static [&'static str]) -> RowArgs {
     let cells = (0..input.num_columns())
         // SAFETY: `c` is a column of the chunk DuckDB passed in, alive for this call.
         .map(|c| {
@@ -80,10 +40,14 @@ pub fn row_error(name: &str, row: usize, error: &KvrecError) -> String {
     format!("{name}: {error} (in row {} of this chunk)", row + 1).replace('\0', "\\0")
 }
 
-/// A shared function returning VARCHAR.
-pub struct TextFunction<F>(PhantomData<F>);
+/// Catalog scalar number `I` (DuckDB asks a function type, not a value, for its signatures).
+pub struct CatalogScalar<const I: usize>;
 
-impl<F: RowFunction> VScalar for TextFunction<F> {
+impl<const I: usize> CatalogScalar<I> {
+    const FUNCTION: &'static Scalar = &SCALARS[I];
+}
+
+impl<const I: usize> VScalar for CatalogScalar<I> {
     type State = ();
 
     fn invoke(
@@ -91,21 +55,56 @@ impl<F: RowFunction> VScalar for TextFunction<F> {
         input: &mut DataChunkHandle,
         output: &mut dyn WritableVector,
     ) -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let out = output.flat_vector();
-        for row in 0..input.len() {
-            let args = row_args(input, row, F::PARAMS);
-            let text = crate::functions::guarded(|| F::call(&args))
-                .map_err(|e| row_error(F::NAME, row, &e))?;
-            out.insert(row, text.as_str());
+        let f = Self::FUNCTION;
+        let rows: Vec<RowArgs> = (0..input.len())
+            .map(|row| row_args(input, row, f.params))
+            .collect();
+        match f.body {
+            Body::Text(body) => {
+                let out = output.flat_vector();
+                for (row, args) in rows.iter().enumerate() {
+                    let text = guarded(|| body(args)).map_err(|e| row_error(f.name, row, &e))?;
+                    out.insert(row, text.as_str());
+                }
+            }
+            Body::Ids(body) => {
+                let refs: Vec<&dyn SqlArgs> = rows.iter().map(|r| r as &dyn SqlArgs).collect();
+                let ranked = guarded(|| Ok(body(&refs)))
+                    .map_err(|e| row_error(f.name, 0, &e))?
+                    .map_err(|(row, e)| row_error(f.name, row, &e))?;
+                let mut list = output.list_vector();
+                let all: Vec<i64> = ranked.iter().flatten().copied().collect();
+                // SAFETY: the child of a LIST(BIGINT) result holds i64 values.
+                unsafe { list.set_child(&all) };
+                let mut offset = 0;
+                for (row, ids) in ranked.iter().enumerate() {
+                    list.set_entry(row, offset, ids.len());
+                    offset += ids.len();
+                }
+            }
         }
         Ok(())
     }
 
     fn signatures() -> Vec<ScalarFunctionSignature> {
-        signatures(F::PARAMS, F::KINDS, || LogicalTypeId::Varchar.into())
+        let f = Self::FUNCTION;
+        let returns = || match f.body {
+            Body::Text(_) => LogicalTypeId::Varchar.into(),
+            Body::Ids(_) => LogicalTypeHandle::list(&LogicalTypeId::Bigint.into()),
+        };
+        f.forms()
+            .into_iter()
+            .map(|kinds| {
+                ScalarFunctionSignature::exact(
+                    kinds.into_iter().map(logical_type).collect(),
+                    returns(),
+                )
+            })
+            .collect()
     }
 
     fn volatile() -> bool {
-        F::VOLATILE
+        // Model functions: a reloaded model must never serve cached results.
+        Self::FUNCTION.model
     }
 }

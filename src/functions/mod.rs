@@ -1,9 +1,11 @@
 //! The SQL functions' behaviour, shared by the SQLite and DuckDB extensions: each host reads
 //! its arguments through [`SqlArgs`], so both give the same results and the same errors.
 
+pub mod catalog;
 pub mod meta;
 pub mod model_fns;
 pub mod prompt_fns;
+pub mod table_fns;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

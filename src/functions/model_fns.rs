@@ -1,13 +1,15 @@
 //! Model functions: load, unload, and `recommend()`.
 
-use kvrec_core::error::{KvrecError, Result};
-use kvrec_core::options::{Mode, Options, CALL_OPTIONS, LOAD_OPTIONS};
-use kvrec_core::Request;
-use kvrec_llm::{rank, registry, Ranking};
-use serde_json::json;
+use std::collections::BTreeMap;
 
-use super::prompt_fns::{request, OPTIONS};
-use super::SqlArgs;
+use kvrec_core::error::{KvrecError, Result};
+use kvrec_core::options::{Mode, Options, CALL_OPTIONS, LOAD_OPTIONS, TOPK_OPTIONS};
+use kvrec_core::Request;
+use kvrec_llm::{rank, rank_batch, rank_catalog, registry, Ranking};
+
+use super::catalog::IdRows;
+use super::prompt_fns::{request, HISTORY, OPTIONS, USER};
+use super::{guarded, SqlArgs};
 
 pub const MODEL: &str = "the name of a model loaded with kvrec_load_model()";
 /// The model `recommend(user, history, candidates)` uses.
@@ -80,7 +82,77 @@ pub fn ranking(args: &dyn SqlArgs) -> Result<Ranking> {
     checked(rank(&model, &request, &options)?, &options)
 }
 
-/// `recommend([model,] user, history, candidates [, options])` → JSON array of ids, best first.
-pub fn recommend(args: &dyn SqlArgs) -> Result<String> {
-    Ok(json!(ranking(args)?.ids).to_string())
+/// `recommend([model,] user, history, candidates [, options])` → ids, best first, of each row.
+/// Every row is parsed first (a bad row fails before any model time is spent); rows that
+/// share a model and options are then ranked together by `rank_batch`, which packs them into
+/// llama.cpp decodes and runs the model's contexts side by side.
+pub fn recommend_rows(rows: &[&dyn SqlArgs]) -> IdRows {
+    let mut calls = Vec::with_capacity(rows.len());
+    for (row, args) in rows.iter().enumerate() {
+        calls.push(guarded(|| parse_call(*args)).map_err(|e| (row, e))?);
+    }
+    let mut groups: BTreeMap<(&str, String), Vec<usize>> = BTreeMap::new();
+    for (row, (model, _, options)) in calls.iter().enumerate() {
+        groups
+            .entry((model.as_str(), format!("{options:?}")))
+            .or_default()
+            .push(row);
+    }
+    let mut ids = vec![Vec::new(); calls.len()];
+    for ((model_name, _), rows) in groups {
+        let first = rows[0];
+        let model = registry::get(model_name).map_err(|e| (first, e))?;
+        let options = &calls[first].2;
+        let requests: Vec<Request> = rows.iter().map(|&r| calls[r].1.clone()).collect();
+        let results =
+            guarded(|| Ok(rank_batch(&model, &requests, options))).map_err(|e| (first, e))?;
+        for (&row, result) in rows.iter().zip(results) {
+            ids[row] = result
+                .and_then(|r| checked(r, options))
+                .map_err(|e| (row, e))?
+                .ids;
+        }
+    }
+    Ok(ids)
+}
+
+const TOPK_CALL: &[&str] = &["user", "history", "k", "options?"];
+
+/// `recommend_topk([model,] user, history, k [, options])`: the model's name, the request
+/// (no candidates), `k` and the options.
+fn parse_topk(args: &dyn SqlArgs) -> Result<(String, Request, usize, Options)> {
+    let (name, call) = if args.len() == 3 {
+        (DEFAULT_MODEL, args.tail(0, TOPK_CALL))
+    } else {
+        (args.text(0, MODEL)?, args.tail(1, TOPK_CALL))
+    };
+    let request = Request::from_user_history_texts(call.text(0, USER)?, call.text(1, HISTORY)?)?;
+    let k = call.int(2, "an INTEGER number of items, e.g. 10")?;
+    if !(1..=1 << 20).contains(&k) {
+        return Err(KvrecError::OutOfRange {
+            arg: "k",
+            problem: format!("must be between 1 and {}, got {k}", 1 << 20),
+        });
+    }
+    let options = Options::parse(call.opt_text(3, OPTIONS)?, TOPK_OPTIONS)?;
+    Ok((name.to_string(), request, k as usize, options))
+}
+
+/// The `k` best items of the named model's whole catalog for the call's user and history.
+pub fn topk_ranking(args: &dyn SqlArgs) -> Result<Ranking> {
+    let (name, request, k, options) = parse_topk(args)?;
+    let model = registry::get(&name)?;
+    rank_catalog(&model, &request, k, &options)
+}
+
+/// `recommend_topk([model,] user, history, k [, options])` → ids, best first, of each row.
+pub fn recommend_topk_rows(rows: &[&dyn SqlArgs]) -> IdRows {
+    rows.iter()
+        .enumerate()
+        .map(|(row, args)| {
+            guarded(|| topk_ranking(*args))
+                .map(|r| r.ids)
+                .map_err(|e| (row, e))
+        })
+        .collect()
 }

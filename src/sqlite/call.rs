@@ -10,6 +10,7 @@ use std::os::raw::c_int;
 use sqlite_loadable::prelude::*;
 use sqlite_loadable::{api, define_scalar_function};
 
+use crate::functions::catalog::Scalar;
 pub use crate::functions::guarded;
 use crate::functions::{param_name, SqlArgs};
 use kvrec_core::error::{KvrecError, Result};
@@ -63,7 +64,7 @@ impl SqlArgs for Args<'_> {
     }
 }
 
-fn sql_type_name(t: &api::ValueType) -> &'static str {
+pub fn sql_type_name(t: &api::ValueType) -> &'static str {
     match t {
         api::ValueType::Text => "TEXT",
         api::ValueType::Integer => "INTEGER",
@@ -89,32 +90,33 @@ pub fn signature(name: &str, params: &[&str]) -> String {
     format!("{name}({}){note}", params.join(", "))
 }
 
-/// Registers scalar function `name`. `params` names the parameters; a trailing `?` marks an
-/// optional one. The argument count is checked here so the message can show the signature.
+/// Registers catalog scalar `function`. The argument count is checked here so the message
+/// can show the signature.
 pub fn scalar(
     db: *mut sqlite3,
-    name: &'static str,
-    params: &'static [&'static str],
+    function: &'static Scalar,
     flags: FunctionFlags,
-    body: fn(&dyn SqlArgs) -> Result<String>,
 ) -> sqlite_loadable::Result<()> {
-    let required = params.iter().filter(|p| !p.ends_with('?')).count();
+    let arity = function.arity();
     let call = move |ctx: *mut sqlite3_context, values: &[*mut sqlite3_value]| {
         let result = guarded(|| {
-            if values.len() < required || values.len() > params.len() {
+            if !arity.contains(&values.len()) {
                 return Err(KvrecError::BadArity {
-                    signature: signature(name, params),
+                    signature: signature(function.name, function.params),
                     got: values.len(),
                 });
             }
-            body(&Args { values, params })
+            function.call_text(&Args {
+                values,
+                params: function.params,
+            })
         });
         match result {
             Ok(text) => api::result_text(ctx, text),
-            Err(error) => api::result_error(ctx, &error_text(name, &error)),
+            Err(error) => api::result_error(ctx, &error_text(function.name, &error)),
         }
     };
-    define_scalar_function(db, name, -1 as c_int, call, flags)
+    define_scalar_function(db, function.name, -1 as c_int, call, flags)
 }
 
 #[cfg(test)]

@@ -3,85 +3,27 @@
 //! Load with `.load target/release/libkvrec` (sqlite3 CLI) or `load_extension(...)`; SQLite
 //! derives the entry point `sqlite3_kvrec_init` from the file name.
 
-mod augmentations;
 pub mod call;
-mod models_table;
-mod recommend_each;
+mod table;
 mod table_args;
 
 use sqlite_loadable::prelude::*;
 use sqlite_loadable::{define_table_function, Error};
 
-use crate::functions::{meta, model_fns, prompt_fns};
+use crate::functions::catalog::{SCALARS, TABLES};
 use call::{error_text, guarded, scalar};
 
-/// Registers every kvrec function on `db`: one line per SQL function.
+/// Registers every function of the catalog on `db`.
 fn register(db: *mut sqlite3) -> sqlite_loadable::Result<()> {
     let pure = FunctionFlags::UTF8 | FunctionFlags::DETERMINISTIC | FunctionFlags::INNOCUOUS;
-    scalar(db, "kvrec_version", &[], pure, meta::version)?;
-    scalar(db, "kvrec_debug", &[], pure, meta::debug)?;
-    scalar(db, "kvrec_template", &[], pure, meta::template)?;
-    scalar(
-        db,
-        "kvrec_prompt",
-        &["user", "history", "candidates", "options?"],
-        pure,
-        prompt_fns::prompt,
-    )?;
-    scalar(
-        db,
-        "kvrec_target",
-        &["candidates", "positive_id", "options?"],
-        pure,
-        prompt_fns::target,
-    )?;
-    scalar(
-        db,
-        "kvrec_parse_answer",
-        &["text", "candidates"],
-        pure,
-        prompt_fns::parse,
-    )?;
-    scalar(
-        db,
-        "kvrec_augment",
-        &[
-            "user",
-            "history",
-            "candidates",
-            "strategy",
-            "seed",
-            "options?",
-        ],
-        pure,
-        prompt_fns::augment,
-    )?;
-    define_table_function::<augmentations::AugmentationsTable>(db, "kvrec_augmentations", None)?;
     // Model functions read files and registry state: neither deterministic nor innocuous.
     let model = FunctionFlags::UTF8 | FunctionFlags::DIRECTONLY;
-    scalar(
-        db,
-        "kvrec_load_model",
-        &["name", "path", "options?"],
-        model,
-        model_fns::load,
-    )?;
-    scalar(
-        db,
-        "kvrec_unload_model",
-        &["name"],
-        model,
-        model_fns::unload,
-    )?;
-    scalar(
-        db,
-        "recommend",
-        &["model?", "user", "history", "candidates", "options?"],
-        model,
-        model_fns::recommend,
-    )?;
-    define_table_function::<models_table::ModelsTable>(db, "kvrec_models", None)?;
-    define_table_function::<recommend_each::RecommendEachTable>(db, "recommend_each", None)?;
+    for function in SCALARS {
+        scalar(db, function, if function.model { model } else { pure })?;
+    }
+    for function in TABLES {
+        define_table_function::<table::CatalogTable>(db, function.name, Some(function))?;
+    }
     Ok(())
 }
 

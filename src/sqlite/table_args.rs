@@ -6,6 +6,7 @@ use sqlite_loadable::api;
 use sqlite_loadable::prelude::*;
 use sqlite_loadable::table::{BestIndexError, ConstraintOperator, IndexInfo};
 
+use crate::functions::{param_name, Cell, RowArgs, SqlArgs};
 use kvrec_core::error::{KvrecError, Result};
 
 /// xBestIndex for a table function whose hidden argument columns start at `first_arg`.
@@ -36,7 +37,8 @@ pub fn plan(mut info: IndexInfo, first_arg: usize) -> core::result::Result<(), B
     Ok(())
 }
 
-/// The arguments of one call, by parameter index, whatever subset was given.
+/// The arguments of one call, by parameter index, whatever subset was given; a parameter not
+/// given reads as NULL.
 pub struct TableArgs<'a> {
     pub mask: i32,
     pub values: &'a [*mut sqlite3_value],
@@ -45,52 +47,66 @@ pub struct TableArgs<'a> {
 }
 
 impl TableArgs<'_> {
-    fn name(&self, param: usize) -> &'static str {
-        self.params[param].trim_end_matches('?')
-    }
-
     fn value(&self, param: usize) -> Option<*mut sqlite3_value> {
-        if self.mask & (1 << param) == 0 {
+        if param >= 31 || self.mask & (1 << param) == 0 {
             return None;
         }
         let position = (0..param).filter(|p| self.mask & (1 << p) != 0).count();
         self.values.get(position).copied()
     }
+}
 
-    /// Text argument, `None` when missing or NULL.
-    pub fn text(&self, param: usize, expected: &'static str) -> Result<Option<&str>> {
-        match self.value(param) {
-            None => Ok(None),
-            Some(v) if api::value_type(&v) == api::ValueType::Null => Ok(None),
-            Some(v) => api::value_text(&v)
-                .map(Some)
-                .map_err(|_| KvrecError::NotUtf8 {
-                    arg: self.name(param),
-                    expected,
-                }),
+impl SqlArgs for TableArgs<'_> {
+    fn len(&self) -> usize {
+        self.params.len()
+    }
+
+    fn tail<'s>(&'s self, skip: usize, params: &'static [&'static str]) -> Box<dyn SqlArgs + 's> {
+        let cells = (skip..self.params.len())
+            .map(|i| match self.value(i) {
+                None => Cell::Null,
+                Some(v) => match api::value_type(&v) {
+                    api::ValueType::Null => Cell::Null,
+                    api::ValueType::Integer => Cell::Int(api::value_int64(&v)),
+                    api::ValueType::Text => {
+                        api::value_text(&v).map_or(Cell::NotUtf8, |t| Cell::Text(t.to_string()))
+                    }
+                    api::ValueType::Blob => Cell::NotUtf8,
+                    api::ValueType::Float => Cell::Other("REAL"),
+                },
+            })
+            .collect();
+        Box::new(RowArgs { cells, params })
+    }
+
+    fn is_null(&self, i: usize) -> bool {
+        self.value(i)
+            .is_none_or(|v| api::value_type(&v) == api::ValueType::Null)
+    }
+
+    fn text(&self, i: usize, expected: &'static str) -> Result<&str> {
+        let arg = param_name(self.params, i);
+        match self.value(i) {
+            Some(v) if api::value_type(&v) != api::ValueType::Null => {
+                api::value_text(&v).map_err(|_| KvrecError::NotUtf8 { arg, expected })
+            }
+            _ => Err(KvrecError::NullArgument { arg, expected }),
         }
     }
 
-    pub fn required(&self, param: usize, expected: &'static str) -> Result<&str> {
-        self.text(param, expected)?.ok_or(KvrecError::NullArgument {
-            arg: self.name(param),
-            expected,
-        })
-    }
-
-    /// Integer argument, `None` when missing or NULL.
-    pub fn int(&self, param: usize, expected: &'static str) -> Result<Option<i64>> {
-        match self.value(param) {
-            None => Ok(None),
+    fn int(&self, i: usize, expected: &'static str) -> Result<i64> {
+        let arg = param_name(self.params, i);
+        match self.value(i) {
             Some(v) => match api::value_type(&v) {
-                api::ValueType::Null => Ok(None),
-                api::ValueType::Integer => Ok(Some(api::value_int64(&v))),
-                _ => Err(KvrecError::WrongType {
-                    arg: self.name(param),
+                api::ValueType::Null => Err(KvrecError::NullArgument { arg, expected }),
+                api::ValueType::Integer => Ok(api::value_int64(&v)),
+                other => Err(KvrecError::WrongType {
+                    arg,
                     expected,
-                    got: "a non-INTEGER value".into(),
+                    got: super::call::sql_type_name(&other).into(),
                 }),
             },
+            None => Err(KvrecError::NullArgument { arg, expected }),
         }
     }
 }

@@ -65,7 +65,7 @@ assert con.execute("SELECT name, architecture FROM kvrec_models()").fetchall() =
 # The columns of SQLite's kvrec_models(), in its order (README's SQL reference).
 columns = [d[0] for d in con.execute("SELECT * FROM kvrec_models()").description]
 assert columns == ["name", "path", "architecture", "size_bytes", "n_params", "n_ctx", "n_ctx_train",
-                   "n_gpu_layers", "template_version", "template_source"], columns
+                   "n_gpu_layers", "template_version", "template_source", "n_items"], columns
 requests = [json.loads(line) for line in open(requests_path)]
 con.execute("CREATE TABLE requests(i INTEGER, u VARCHAR, h VARCHAR, c VARCHAR)")
 con.executemany("INSERT INTO requests VALUES (?, ?, ?, ?)",

@@ -1,0 +1,161 @@
+//! The table functions' rows, shared by both hosts: augmented copies, the loaded models, and
+//! rankings one row per item.
+
+use kvrec_core::augment::{augment_dataset, Strategy, DEFAULT_COPIES};
+use kvrec_core::error::{KvrecError, Result};
+use kvrec_core::options::Options;
+use kvrec_core::request::Request;
+use kvrec_llm::{registry, Ranking};
+
+use super::catalog::{Body, Value, SCALARS, TABLES};
+use super::model_fns::{ranking, topk_ranking};
+use super::prompt_fns::{augmented_json, CANDIDATES, HISTORY, OPTIONS, SEED, STRATEGY, USER};
+use super::SqlArgs;
+
+/// Copies above this are refused: each copy is a full prompt held in memory.
+const MAX_COPIES: i64 = 10_000;
+
+fn text(s: impl Into<String>) -> Value {
+    Value::Text(s.into())
+}
+
+/// `kvrec_augmentations(user, history, candidates, strategy, seed [, copies [, options]])`: the
+/// original request (copy 0) and `copies` augmented copies (default 4, the paper's 1:4), each
+/// with its rendered prompt and answer.
+pub fn augmentations(args: &dyn SqlArgs) -> Result<Vec<Vec<Value>>> {
+    let request = Request::from_json_texts(
+        args.text(0, USER)?,
+        args.text(1, HISTORY)?,
+        args.text(2, CANDIDATES)?,
+    )?;
+    let strategy = Strategy::parse(args.text(3, STRATEGY)?)?;
+    let seed = args.int(4, SEED)?;
+    let copies = if args.is_null(5) {
+        DEFAULT_COPIES as i64
+    } else {
+        args.int(5, "an INTEGER number of copies")?
+    };
+    if !(0..=MAX_COPIES).contains(&copies) {
+        return Err(KvrecError::OutOfRange {
+            arg: "copies",
+            problem: format!("must be between 0 and {MAX_COPIES}, got {copies}"),
+        });
+    }
+    let options = Options::parse(
+        args.opt_text(6, OPTIONS)?,
+        &["positive", "max_history", "template"],
+    )?;
+    let spec = options.template_spec();
+    let copies = augment_dataset(
+        &request,
+        options.positive,
+        &strategy,
+        seed as u64,
+        copies as usize,
+    )?;
+    Ok(copies
+        .iter()
+        .enumerate()
+        .map(|(i, copy)| {
+            vec![
+                Value::Int(i as i64),
+                text(if i == 0 { "none" } else { strategy.name() }),
+                text(augmented_json(copy).to_string()),
+                text(spec.render_prompt(&copy.request)),
+                copy.target
+                    .as_ref()
+                    .map_or(Value::Null, |ids| text(spec.render_answer(ids))),
+                text(serde_json::Value::from(copy.masked.clone()).to_string()),
+            ]
+        })
+        .collect())
+}
+
+/// `kvrec_functions()`: the catalog itself, one row per SQL function: its parameters (`?`
+/// marks optional ones) and their kinds, and what it returns (for table functions, the
+/// columns as `name type`), so hosts, tools and tests can read what the extension offers.
+pub fn functions(_: &dyn SqlArgs) -> Result<Vec<Vec<Value>>> {
+    let json = |items: Vec<String>| text(serde_json::Value::from(items).to_string());
+    let names = |params: &[&str]| json(params.iter().map(|p| p.to_string()).collect());
+    let kinds =
+        |kinds: &[super::catalog::Kind]| json(kinds.iter().map(|k| k.name().into()).collect());
+    let scalars = SCALARS.iter().map(|s| {
+        vec![
+            text(s.name),
+            text("scalar"),
+            names(s.params),
+            kinds(s.kinds),
+            text(match s.body {
+                Body::Text(_) => "text",
+                Body::Ids(_) => "ids",
+            }),
+            Value::Int(i64::from(s.model)),
+        ]
+    });
+    let tables = TABLES.iter().map(|t| {
+        let columns = t
+            .columns
+            .iter()
+            .map(|(name, column)| format!("{name} {}", column.name()))
+            .collect();
+        vec![
+            text(t.name),
+            text("table"),
+            names(t.params),
+            kinds(t.kinds),
+            json(columns),
+            Value::Int(i64::from(t.model)),
+        ]
+    });
+    Ok(scalars.chain(tables).collect())
+}
+
+/// `kvrec_models()`: one row per loaded model.
+pub fn models(_: &dyn SqlArgs) -> Result<Vec<Vec<Value>>> {
+    Ok(registry::list()
+        .into_iter()
+        .map(|m| {
+            vec![
+                text(m.name),
+                text(m.path),
+                text(m.architecture),
+                Value::Int(m.size_bytes as i64),
+                Value::Int(m.n_params as i64),
+                Value::Int(i64::from(m.n_ctx)),
+                Value::Int(i64::from(m.n_ctx_train)),
+                Value::Int(i64::from(m.n_gpu_layers)),
+                Value::Int(i64::from(m.template_version)),
+                text(m.template_source),
+                Value::Int(m.n_items as i64),
+            ]
+        })
+        .collect())
+}
+
+/// Rows `(rank, id, score, dropped_history, prompt_tokens)`, best first.
+fn ranked_rows(r: Ranking) -> Vec<Vec<Value>> {
+    r.ids
+        .iter()
+        .zip(&r.scores)
+        .enumerate()
+        .map(|(i, (&id, &score))| {
+            vec![
+                Value::Int(i as i64 + 1),
+                Value::Int(id),
+                Value::Real(score),
+                Value::Int(r.dropped_history as i64),
+                Value::Int(r.prompt_tokens as i64),
+            ]
+        })
+        .collect()
+}
+
+/// `recommend_each(model, user, history, candidates [, options])`: `recommend()` as rows.
+pub fn recommend_each(args: &dyn SqlArgs) -> Result<Vec<Vec<Value>>> {
+    Ok(ranked_rows(ranking(args)?))
+}
+
+/// `recommend_topk_each(model, user, history, k [, options])`: `recommend_topk()` as rows.
+pub fn recommend_topk_each(args: &dyn SqlArgs) -> Result<Vec<Vec<Value>>> {
+    Ok(ranked_rows(topk_ranking(args)?))
+}
