@@ -34,11 +34,13 @@ fn row(path: &str, latencies: &mut [f64], tokens: usize, total: f64) -> BenchRow
     }
 }
 
-/// What is timed: raw llama.cpp is the baseline the ratios are taken against.
-const PATHS: [&str; 3] = [
+/// What is timed: raw llama.cpp is the baseline the ratios are taken against. A model with a
+/// catalog also times `recommend_topk`, which ranks all of it after the same history.
+const PATHS: [&str; 4] = [
     "raw llama.cpp prompt pass",
     "kvrec rank() in process",
     "SQLite recommend()",
+    "SQLite recommend_topk(k = 10), whole catalog",
 ];
 
 /// Times raw prompt passes, in-process `rank`, and SQL `recommend()` on `instances`.
@@ -73,6 +75,12 @@ pub fn run(
         |_| Ok(()),
     )?;
     let mut stmt = db.prepare("SELECT recommend('bench', ?1, ?2, ?3)")?;
+    let mut topk = db.prepare("SELECT recommend_topk('bench', ?1, ?2, 10)")?;
+    let paths = if model.items.is_some() {
+        PATHS.len()
+    } else {
+        PATHS.len() - 1
+    };
     let texts: Vec<[String; 3]> = instances
         .iter()
         .map(|i| {
@@ -91,24 +99,29 @@ pub fn run(
             1 => kvrec_llm::rank(&model, &requests[i], &call)
                 .map(|_| 0)
                 .map_err(Into::into),
-            _ => {
+            2 => {
                 let [u, h, c] = &texts[i];
                 stmt.query_row(params![u, h, c], |r| r.get::<_, String>(0))?;
+                Ok(0)
+            }
+            _ => {
+                let [u, h, _] = &texts[i];
+                topk.query_row(params![u, h], |r| r.get::<_, String>(0))?;
                 Ok(0)
             }
         }
     };
     // Warm up caches and the context pools on every path before timing.
-    for p in 0..PATHS.len() {
+    for p in 0..paths {
         call_path(p, 0)?;
     }
     // The paths take turns on each request, in rotating order, so that the machine's drift
     // (other load, frequency) reaches every path alike and the ratios stay comparable.
-    let mut latencies = vec![Vec::with_capacity(requests.len()); PATHS.len()];
+    let mut latencies = vec![Vec::with_capacity(requests.len()); paths];
     let mut tokens = 0;
     for i in 0..requests.len() {
-        for turn in 0..PATHS.len() {
-            let p = (i + turn) % PATHS.len();
+        for turn in 0..paths {
+            let p = (i + turn) % paths;
             let t = Instant::now();
             let n = call_path(p, i)?;
             latencies[p].push(t.elapsed().as_secs_f64());
@@ -116,6 +129,7 @@ pub fn run(
         }
     }
     drop(stmt);
+    drop(topk);
     let mut rows: Vec<BenchRow> = PATHS
         .iter()
         .zip(&mut latencies)

@@ -4,6 +4,7 @@
 
 pub mod baselines;
 pub mod bench;
+pub mod catalog_eval;
 pub mod cowatch;
 pub mod db;
 pub mod eval;

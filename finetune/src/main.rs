@@ -9,6 +9,7 @@ use serde_json::json;
 use candle_core::quantized::GgmlDType;
 use kvrec_core::template::{CandidateIdPosition, TemplateSpec};
 use kvrec_finetune::baselines::{CoOccurrenceScorer, PopularityScorer, RandomScorer, Scorer};
+use kvrec_finetune::catalog_eval;
 use kvrec_finetune::cowatch::CoWatchParams;
 use kvrec_finetune::protocol::{ProtocolConfig, Sequence, CANDIDATE_KEYS};
 use kvrec_finetune::train::{self, lora::LoraSpec, TrainConfig};
@@ -268,6 +269,11 @@ enum Command {
         /// Write each request's rank of the positive per method (CSV) to this file.
         #[arg(long)]
         per_request: Option<PathBuf>,
+        /// Rank the whole catalog instead of the 10 candidates: every item of --sequences the
+        /// user has not trained on, the model through recommend_topk's code (HR@1/10/50,
+        /// NDCG@10).
+        #[arg(long, requires = "sequences")]
+        catalog: bool,
     },
 }
 
@@ -531,6 +537,7 @@ fn main() -> Result<()> {
             json,
             out,
             per_request,
+            catalog,
         } => {
             let instances = match (test, sqlite, duckdb) {
                 (Some(path), _, _) => io::read_jsonl(&path)?,
@@ -571,17 +578,46 @@ fn main() -> Result<()> {
             if scorers.is_empty() && !none {
                 bail!("no known baseline in {baseline:?}; use random, popularity, cooccurrence, all or none");
             }
+            let loaded = match &model {
+                Some(path) => {
+                    let name = path
+                        .file_stem()
+                        .map_or("model".into(), |s| s.to_string_lossy().into_owned());
+                    let path = path.to_str().context("model path is not UTF-8")?;
+                    kvrec_llm::registry::load(
+                        &name,
+                        path,
+                        &kvrec_core::options::Options::default(),
+                    )?;
+                    Some(kvrec_llm::registry::get(&name)?)
+                }
+                None => None,
+            };
+            if catalog {
+                let eligible = catalog_eval::Eligible::new(&sequences);
+                let mut rows = scorers
+                    .iter()
+                    .map(|s| catalog_eval::evaluate(s.as_ref(), &instances, &eligible))
+                    .collect::<Result<Vec<_>>>()?;
+                if let Some(model) = &loaded {
+                    rows.push(catalog_eval::evaluate_model(model, &instances, &eligible)?);
+                }
+                let text = if json {
+                    serde_json::to_string_pretty(&rows)?
+                } else {
+                    catalog_eval::markdown(&rows)
+                };
+                println!("{text}");
+                if let Some(path) = out {
+                    io::write_atomically(&path, text.as_bytes())?;
+                }
+                return Ok(());
+            }
             let mut rows = scorers
                 .iter()
                 .map(|s| eval::evaluate(s.as_ref(), &instances))
                 .collect::<Result<Vec<_>>>()?;
-            if let Some(path) = model {
-                let name = path
-                    .file_stem()
-                    .map_or("model".into(), |s| s.to_string_lossy().into_owned());
-                let path = path.to_str().context("model path is not UTF-8")?;
-                kvrec_llm::registry::load(&name, path, &kvrec_core::options::Options::default())?;
-                let loaded = kvrec_llm::registry::get(&name)?;
+            if let Some(loaded) = loaded {
                 for m in &mode {
                     let mode = match m.as_str() {
                         "score" => Mode::Score,
