@@ -259,7 +259,7 @@ fn kvrec_augmentations_joins_over_a_table() {
 fn pure_functions_are_deterministic_and_model_functions_direct_only() {
     let db = open();
     let mut stmt = db
-        .prepare("SELECT name, flags FROM pragma_function_list WHERE name LIKE 'kvrec%' OR name = 'recommend'")
+        .prepare("SELECT name, flags FROM pragma_function_list WHERE name LIKE 'kvrec%' OR name LIKE 'recommend%'")
         .unwrap();
     let rows: Vec<(String, i64)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -270,9 +270,17 @@ fn pure_functions_are_deterministic_and_model_functions_direct_only() {
     const DETERMINISTIC: i64 = 0x800;
     const DIRECTONLY: i64 = 0x80000;
     const INNOCUOUS: i64 = 0x200000;
-    let model_functions = ["kvrec_load_model", "kvrec_unload_model", "recommend"];
+    // The catalog says which functions read models.
+    let model_functions: Vec<String> = db
+        .prepare("SELECT name FROM kvrec_functions() WHERE type = 'scalar' AND reads_models")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(model_functions.contains(&"recommend".to_string()));
     for (name, flags) in rows {
-        if model_functions.contains(&name.as_str()) {
+        if model_functions.contains(&name) {
             assert!(
                 flags & DIRECTONLY != 0 && flags & (DETERMINISTIC | INNOCUOUS) == 0,
                 "{name}: flags {flags:#x}"

@@ -121,6 +121,12 @@ pub enum KvrecError {
         token: i32,
     },
 
+    #[error("the model registry is locked (kvrec_lock_models() was called): models can no longer be loaded or unloaded in this process; the host loads its models before it locks")]
+    RegistryLocked,
+
+    #[error("model paths must be inside the model directory {dir} (KVREC_MODEL_DIR); put the file there and pass its path")]
+    OutsideModelDir { dir: String },
+
     #[error("internal error (this is a kvrec bug, please report it): {detail}")]
     Internal { detail: String },
 }

@@ -2,6 +2,8 @@
 //! and thread; a name maps to one model at a time.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kvrec_core::options::Options;
@@ -10,6 +12,10 @@ use kvrec_core::{KvrecError, Result};
 use crate::model::{Model, ModelInfo};
 
 static MODELS: Mutex<BTreeMap<String, Arc<Model>>> = Mutex::new(BTreeMap::new());
+/// Set once by [`lock`]; never cleared.
+static LOCKED: AtomicBool = AtomicBool::new(false);
+/// The environment variable naming the directory model and adapter paths must stay inside.
+pub const MODEL_DIR_ENV: &str = "KVREC_MODEL_DIR";
 
 fn models() -> MutexGuard<'static, BTreeMap<String, Arc<Model>>> {
     MODELS
@@ -17,9 +23,51 @@ fn models() -> MutexGuard<'static, BTreeMap<String, Arc<Model>>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Closes the registry for good: from now on [`load`] and [`unload`] refuse. A host that
+/// exposes SQL to people it does not trust (Datasette, say) loads its models, then locks.
+pub fn lock() {
+    LOCKED.store(true, Ordering::SeqCst);
+}
+
+pub fn is_locked() -> bool {
+    LOCKED.load(Ordering::SeqCst)
+}
+
+fn check_unlocked() -> Result<()> {
+    if is_locked() {
+        Err(KvrecError::RegistryLocked)
+    } else {
+        Ok(())
+    }
+}
+
+/// With `KVREC_MODEL_DIR` set, `path` must resolve (symbolic links and `..` followed) to a
+/// file inside that directory. The error is the same whether or not the file exists, so a
+/// caller cannot probe the file system through it.
+pub fn check_inside_model_dir(path: &str) -> Result<()> {
+    let Some(dir) = std::env::var_os(MODEL_DIR_ENV).filter(|d| !d.is_empty()) else {
+        return Ok(());
+    };
+    let outside = || KvrecError::OutsideModelDir {
+        dir: Path::new(&dir).display().to_string(),
+    };
+    let dir: PathBuf = std::fs::canonicalize(&dir).map_err(|_| outside())?;
+    let resolved = std::fs::canonicalize(path).map_err(|_| outside())?;
+    if resolved.starts_with(&dir) {
+        Ok(())
+    } else {
+        Err(outside())
+    }
+}
+
 /// Loads `path` as `name`. The registry lock is not held while the file loads, so other
 /// models keep serving meanwhile.
 pub fn load(name: &str, path: &str, options: &Options) -> Result<ModelInfo> {
+    check_unlocked()?;
+    check_inside_model_dir(path)?;
+    if let Some(adapter) = &options.lora {
+        check_inside_model_dir(adapter)?;
+    }
     if name.trim().is_empty() {
         return Err(KvrecError::BadOption {
             key: "name",
@@ -35,12 +83,15 @@ pub fn load(name: &str, path: &str, options: &Options) -> Result<ModelInfo> {
     if registry.contains_key(name) {
         return Err(KvrecError::ModelExists { name: name.into() });
     }
+    // A lock taken while the file loaded wins: the model is dropped, not registered.
+    check_unlocked()?;
     registry.insert(name.to_string(), model);
     Ok(info)
 }
 
 /// Removes `name`; calls still running on it finish, and its memory is freed after them.
 pub fn unload(name: &str) -> Result<()> {
+    check_unlocked()?;
     let removed = models().remove(name);
     removed.map(|_| ()).ok_or_else(|| unknown(name))
 }

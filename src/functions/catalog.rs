@@ -220,6 +220,13 @@ pub const SCALARS: &[Scalar] = &[
         body: Body::Text(model_fns::unload),
     },
     Scalar {
+        name: "kvrec_lock_models",
+        params: &[],
+        kinds: &[],
+        model: true,
+        body: Body::Text(model_fns::lock),
+    },
+    Scalar {
         name: "recommend",
         params: &["model?", "user", "history", "candidates", "options?"],
         kinds: &[MODEL, Kind::Json, Kind::Json, Kind::Json, Kind::Json],

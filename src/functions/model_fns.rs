@@ -24,6 +24,12 @@ pub fn load(args: &dyn SqlArgs) -> Result<String> {
     serde_json::to_string(&info).map_err(internal)
 }
 
+/// `kvrec_lock_models()` → a note: no model can be loaded or unloaded in this process any more.
+pub fn lock(_: &dyn SqlArgs) -> Result<String> {
+    registry::lock();
+    Ok("locked: kvrec_load_model() and kvrec_unload_model() now refuse".into())
+}
+
 /// `kvrec_unload_model(name)` → the name; memory is freed once running calls finish.
 pub fn unload(args: &dyn SqlArgs) -> Result<String> {
     let name = args.text(0, MODEL)?;
