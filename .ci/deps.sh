@@ -3,6 +3,7 @@
 #   cmake, clang, libclang-dev: llama.cpp (llama-cpp-2) and bindgen (sqlite-loadable)
 #   sqlite3: the CLI host the extension is tested in
 #   python3 + the duckdb package (pinned): the DuckDB host the DuckDB extension is tested in
+#   python3-venv: the wheel test's virtual environment (datasette, sqlite-utils, apsw from PyPI)
 #     (the duckdb crate's bundled DuckDB would cost ~27 min of C++ build)
 KVREC_DUCKDB_VERSION=2.0.1
 kvrec_install_deps() {
@@ -12,6 +13,8 @@ kvrec_install_deps() {
   compgen -G "/usr/lib/llvm-*/lib/libclang*.so*" >/dev/null || compgen -G "/usr/lib/*/libclang*.so*" >/dev/null || need+=(libclang-dev)
   command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
   command -v python3 >/dev/null 2>&1 || need+=(python3 python3-pip)
+  # The wheel test installs into a venv of the system Python (its sqlite3 loads extensions).
+  /usr/bin/python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
   if ! command -v cargo >/dev/null 2>&1; then
     echo "cargo not found: install Rust (https://rustup.rs) first" >&2
     return 1

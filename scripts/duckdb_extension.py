@@ -43,6 +43,27 @@ def crate_version(root: pathlib.Path) -> str:
     return "v0.0.0"
 
 
+def write_extension(lib: pathlib.Path, out: pathlib.Path, version: str, platform_name: str = None) -> None:
+    """Writes `lib` plus the footer to `out` (through a temporary file, so `out` is never
+    half-written)."""
+    fields = [
+        "", "", "",  # fields 8..6: unused
+        ABI,
+        version,
+        C_API_VERSION,
+        platform_name or duckdb_platform(),
+        MAGIC,
+    ]
+    footer = b"\x00\x93\x04\x10duckdb_signature\x80\x04"
+    footer += b"".join(field(f) for f in fields) + b"\0" * 256
+    assert len(footer) == 534
+    tmp = out.with_suffix(".tmp")
+    shutil.copyfile(lib, tmp)
+    with open(tmp, "ab") as f:
+        f.write(footer)
+    tmp.replace(out)
+
+
 def main() -> None:
     root = pathlib.Path(__file__).resolve().parent.parent
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,22 +75,7 @@ def main() -> None:
     if not lib.is_file():
         sys.exit(f"{lib} does not exist: build it first with cargo build --release --workspace")
     out = pathlib.Path(args.out) if args.out else lib.parent / "kvrec.duckdb_extension"
-    fields = [
-        "", "", "",  # fields 8..6: unused
-        ABI,
-        crate_version(root),
-        C_API_VERSION,
-        args.platform or duckdb_platform(),
-        MAGIC,
-    ]
-    footer = b"\x00\x93\x04\x10duckdb_signature\x80\x04"
-    footer += b"".join(field(f) for f in fields) + b"\0" * 256
-    assert len(footer) == 534
-    tmp = out.with_suffix(".tmp")
-    shutil.copyfile(lib, tmp)
-    with open(tmp, "ab") as f:
-        f.write(footer)
-    tmp.replace(out)
+    write_extension(lib, out, crate_version(root), args.platform)
     print(out)
 
 
