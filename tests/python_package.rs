@@ -3,15 +3,22 @@
 //! are installed into a virtual environment of a Python whose sqlite3 can load extensions
 //! (Debian's /usr/bin/python3), with pinned datasette, sqlite-utils, duckdb and apsw from PyPI,
 //! and checked there (tests/python/). Datasette is served on 127.0.0.1 and queried over HTTP;
-//! the test stops it even when a check fails. Without that Python or PyPI the test says so
-//! and passes, unless KVREC_REQUIRE_WHEEL is set (CI sets it).
+//! the test stops it even when a check fails. kvrec.ray runs on a two-node Ray cluster started
+//! on 127.0.0.1 (one `ray start --head`, one `ray start --address`) in a network namespace of
+//! its own (tests/python/ray_cluster.sh), stopped the same way.
+//! Without that Python or PyPI the tests say so and pass, unless KVREC_REQUIRE_WHEEL is set
+//! (CI sets it).
 
 mod common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use rusqlite::params;
+use serde_json::{json, Value};
 
 /// What the checks run against, pinned.
 const PINS: &[&str] = &[
@@ -19,6 +26,7 @@ const PINS: &[&str] = &[
     "sqlite-utils==4.2.1",
     "duckdb==2.0.1",
     "apsw==3.54.1.0",
+    "ray[data]==2.60.0",
 ];
 /// The Python whose sqlite3 module can load extensions.
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
@@ -42,7 +50,17 @@ fn required() -> bool {
 /// (named by the pins, so changing a pin makes a new one); `None` when it cannot be made.
 fn environment() -> Option<PathBuf> {
     let home = PathBuf::from(std::env::var_os("HOME")?);
-    let key: String = PINS.join("-").replace(['=', '.'], "_");
+    let key: String = PINS
+        .join("-")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     let venv = home.join(".cache/kvrec").join(format!("venv-{key}"));
     let python = venv.join("bin/python");
     let ready = venv.join(".ready");
@@ -117,42 +135,63 @@ fn write_request(dir: &Path) -> PathBuf {
     path
 }
 
+/// The wheels built from this run's extension and installed into the environment, once per
+/// test process: `(venv, dist)`, or `None` when skipped.
+fn installed() -> Option<&'static (PathBuf, PathBuf)> {
+    static INSTALLED: OnceLock<Option<(PathBuf, PathBuf)>> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            if !Path::new(SYSTEM_PYTHON).exists() {
+                assert!(
+                    !required(),
+                    "KVREC_REQUIRE_WHEEL is set but {SYSTEM_PYTHON} is missing"
+                );
+                eprintln!("skipped: {SYSTEM_PYTHON} not found");
+                return None;
+            }
+            let venv = environment()?;
+            let dir = std::env::temp_dir().join(format!("kvrec-wheel-{}", std::process::id()));
+            let dist = dir.join("dist");
+            std::fs::create_dir_all(&dist).unwrap();
+            let built = run(Command::new(SYSTEM_PYTHON)
+                .arg(common::repo_root().join("scripts/build_wheels.py"))
+                .arg("--lib")
+                .arg(common::extension_path())
+                .arg("--strip")
+                .arg("--out")
+                .arg(&dist));
+            let wheels: Vec<&str> = built.lines().filter(|l| l.ends_with(".whl")).collect();
+            assert_eq!(wheels.len(), 3, "{built}");
+            run(Command::new(venv.join("bin/python"))
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "--force-reinstall",
+                    "--no-deps",
+                ])
+                .args(&wheels));
+            Some((venv, dist))
+        })
+        .as_ref()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kvrec-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 #[test]
 fn the_wheels_install_and_serve_in_sqlite_duckdb_sqlite_utils_and_datasette() {
-    if !Path::new(SYSTEM_PYTHON).exists() {
-        assert!(
-            !required(),
-            "KVREC_REQUIRE_WHEEL is set but {SYSTEM_PYTHON} is missing"
-        );
-        eprintln!("skipped: {SYSTEM_PYTHON} not found");
+    let Some((venv, dist)) = installed() else {
         return;
-    }
-    let Some(venv) = environment() else { return };
+    };
     let root = common::repo_root();
-    let dir = std::env::temp_dir().join(format!("kvrec-wheel-{}", std::process::id()));
-    let dist = dir.join("dist");
-    std::fs::create_dir_all(&dist).unwrap();
-    let built = run(Command::new(SYSTEM_PYTHON)
-        .arg(root.join("scripts/build_wheels.py"))
-        .arg("--lib")
-        .arg(common::extension_path())
-        .arg("--strip")
-        .arg("--out")
-        .arg(&dist));
-    let wheels: Vec<&str> = built.lines().filter(|l| l.ends_with(".whl")).collect();
-    assert_eq!(wheels.len(), 3, "{built}");
+    let dir = scratch("wheel-check");
     let python = venv.join("bin/python");
-    run(Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "--force-reinstall",
-            "--no-deps",
-        ])
-        .args(&wheels));
     let request = write_request(&dir);
     let said = run(Command::new(&python)
         .arg(root.join("tests/python/check_package.py"))
@@ -166,6 +205,17 @@ fn the_wheels_install_and_serve_in_sqlite_duckdb_sqlite_utils_and_datasette() {
         .status()
         .is_ok_and(|s| s.success());
     if pyenv_python {
+        let wheel = std::fs::read_dir(dist)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("kvrec-")
+            })
+            .unwrap();
         run(Command::new(&python)
             .args([
                 "-m",
@@ -177,7 +227,7 @@ fn the_wheels_install_and_serve_in_sqlite_duckdb_sqlite_utils_and_datasette() {
                 "--target",
             ])
             .arg(&target)
-            .arg(wheels[0]));
+            .arg(wheel));
         let said = run(Command::new("python3")
             .arg(root.join("tests/python/check_no_loading.py"))
             .env("PYTHONPATH", &target));
@@ -208,4 +258,114 @@ fn the_wheels_install_and_serve_in_sqlite_duckdb_sqlite_utils_and_datasette() {
         .arg(&request));
     eprintln!("{said}");
     drop(served);
+}
+
+/// Stops every Ray process of this machine when dropped: ray_cluster.sh stops its cluster
+/// itself, and this is the net under it when the script is killed.
+struct Cluster(PathBuf);
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.0)
+            .args(["stop", "--force"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The items of the Ray test's catalog model.
+const RAY_ITEMS: i64 = 60;
+
+/// 2,000 requests over the catalog: 10 candidates and up to 19 history items each, varied by
+/// request; a sequence-layout model reads ~20 tokens of them, so ranking is cheap and the test
+/// measures Ray's machinery rather than the model.
+fn many_requests() -> Vec<Value> {
+    (0..2000i64)
+        .map(|i| {
+            let item = |j: i64| (i * 7 + j * 11) % RAY_ITEMS + 1;
+            let history: Vec<Value> = (0..i % 20).map(|j| json!({"id": item(j)})).collect();
+            let mut seen = std::collections::HashSet::new();
+            let candidates: Vec<Value> = (0..)
+                .map(|j| (i * 13 + j * 5) % RAY_ITEMS + 1)
+                .filter(|id| seen.insert(*id))
+                .take(10)
+                .map(|id| json!({"id": id}))
+                .collect();
+            json!({"user": {"segment": format!("s{}", i % 3)}, "history": history, "candidates": candidates})
+        })
+        .collect()
+}
+
+#[test]
+fn kvrec_ray_ranks_on_a_two_node_cluster_and_survives_a_killed_worker() {
+    let Some((venv, _)) = installed() else {
+        return;
+    };
+    let dir = scratch("ray");
+    let model = dir.join("m.gguf");
+    let items: Vec<i64> = (1..=RAY_ITEMS).collect();
+    kvrec_llm::tiny::write_tiny_catalog_llama(&model, 7, &items, true).unwrap();
+    let requests = many_requests();
+    // What single-process recommend() answers, to compare every Ray ranking with.
+    let db = common::connect(None);
+    db.query_row(
+        "SELECT kvrec_load_model('ray-expected', ?1)",
+        [model.to_str().unwrap()],
+        |_| Ok(()),
+    )
+    .unwrap();
+    let expected: Vec<Value> = requests
+        .iter()
+        .map(|r| {
+            let text: String = db
+                .query_row(
+                    "SELECT recommend('ray-expected', ?1, ?2, ?3)",
+                    params![
+                        r["user"].to_string(),
+                        r["history"].to_string(),
+                        r["candidates"].to_string()
+                    ],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            serde_json::from_str(&text).unwrap()
+        })
+        .collect();
+    let requests_path = dir.join("requests.jsonl");
+    let lines: String = requests.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(&requests_path, lines).unwrap();
+    let expected_path = dir.join("expected.json");
+    std::fs::write(&expected_path, Value::Array(expected).to_string()).unwrap();
+
+    // The cluster lives in a network namespace of its own (see ray_cluster.sh).
+    let isolated = Command::new("unshare")
+        .args(["-n", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !isolated {
+        assert!(
+            !required(),
+            "KVREC_REQUIRE_WHEEL is set but `unshare -n` is not permitted here; the Ray test \
+             needs a network namespace so that the cluster listens on 127.0.0.1 only"
+        );
+        eprintln!("skipped: `unshare -n` is not permitted (needs root or user namespaces)");
+        return;
+    }
+    let cluster = Cluster(venv.join("bin/ray"));
+    let root = common::repo_root();
+    let said = run(Command::new("unshare")
+        .args(["-n", "sh"])
+        .arg(root.join("tests/python/ray_cluster.sh"))
+        .arg(venv)
+        .arg(free_port().to_string())
+        .arg(venv.join("bin/python"))
+        .arg(root.join("tests/python/check_ray.py"))
+        .arg("auto")
+        .arg(&model)
+        .arg(&requests_path)
+        .arg(&expected_path)
+        .arg(dir.join("loads.log")));
+    eprintln!("{said}");
+    drop(cluster);
 }
