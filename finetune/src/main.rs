@@ -382,6 +382,15 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!("{}", bench::markdown(&rows));
+                let devices = kvrec_llm::devices();
+                println!(
+                    "llama.cpp devices: {}",
+                    if devices.is_empty() {
+                        "none found".to_string()
+                    } else {
+                        devices.join("; ")
+                    }
+                );
             }
         }
         Command::Train {

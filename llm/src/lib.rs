@@ -27,6 +27,7 @@ pub fn backend() -> Result<&'static LlamaBackend> {
     BACKEND
         .get_or_init(|| {
             logs::install();
+            load_backend_modules();
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()
@@ -34,6 +35,24 @@ pub fn backend() -> Result<&'static LlamaBackend> {
             detail: format!("initialising llama.cpp: {e}"),
         })
 }
+
+/// The directory a `dynamic-backends` build loads llama.cpp's backend modules from
+/// (`libggml-cpu-*.so`, `libggml-cuda.so`, …); unset, the directory llama.cpp was built with.
+pub const BACKENDS_DIR_ENV: &str = "KVREC_BACKENDS_DIR";
+
+/// A `dynamic-backends` build has no compute backend until its modules are loaded.
+#[cfg(feature = "dynamic-backends")]
+fn load_backend_modules() {
+    match std::env::var_os(BACKENDS_DIR_ENV).filter(|d| !d.is_empty()) {
+        Some(dir) => {
+            llama_cpp_2::llama_backend::load_backends_from_path(std::path::Path::new(&dir))
+        }
+        None => llama_cpp_2::llama_backend::load_backends(),
+    }
+}
+
+#[cfg(not(feature = "dynamic-backends"))]
+fn load_backend_modules() {}
 
 /// Backends and devices llama.cpp can use in this build, for `kvrec_debug()`.
 pub fn devices() -> Vec<String> {
