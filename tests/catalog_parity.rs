@@ -3,7 +3,7 @@
 //! added. Each call form, a NULL in each parameter and generate mode run in SQLite (here) and
 //! in DuckDB (its Python package); results, errors and table columns must agree.
 
-mod common;
+use kvrec_test_support as common;
 
 use std::process::Command;
 

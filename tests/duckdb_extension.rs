@@ -4,7 +4,7 @@
 //! same requests and model. Without that package the test says so and passes, unless
 //! KVREC_REQUIRE_DUCKDB is set (CI sets it).
 
-mod common;
+use kvrec_test_support as common;
 
 use std::path::Path;
 use std::process::Command;

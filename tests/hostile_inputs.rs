@@ -3,7 +3,7 @@
 //! survive every row. DuckDB runs through the `duckdb` Python package (see
 //! tests/duckdb_extension.rs for when that test is skipped).
 
-mod common;
+use kvrec_test_support as common;
 
 use std::process::Command;
 

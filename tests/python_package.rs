@@ -9,7 +9,7 @@
 //! Without that Python or PyPI the tests say so and pass, unless KVREC_REQUIRE_WHEEL is set
 //! (CI sets it).
 
-mod common;
+use kvrec_test_support as common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The built extension loaded into a real SQLite (rusqlite's bundled one) as a host would.
 
-mod common;
+use kvrec_test_support as common;
 
 use rusqlite::{params, Connection};
 use serde_json::Value;

@@ -3,7 +3,7 @@
 //! exits after that runs its thread-exit destructors. Its own test binary, so that no other
 //! test's connection keeps the library loaded meanwhile.
 
-mod common;
+use kvrec_test_support as common;
 
 use rusqlite::params;
 

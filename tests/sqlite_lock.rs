@@ -2,7 +2,7 @@
 //! KVREC_MODEL_DIR (with errors that do not reveal whether a file exists) and the one-way
 //! kvrec_lock_models(). The lock is process-wide, so this file holds one test.
 
-mod common;
+use kvrec_test_support as common;
 
 use rusqlite::Connection;
 

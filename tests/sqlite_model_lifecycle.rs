@@ -2,7 +2,7 @@
 //! took coming back after unload. Its own test binary, so no other test's allocations blur the
 //! resident-set figures.
 
-mod common;
+use kvrec_test_support as common;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! `recommend()` and the model registry through the built extension, on the tiny test model.
 //! The registry is process-wide, so each test uses its own model names.
 
-mod common;
+use kvrec_test_support as common;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -1,7 +1,7 @@
 //! `recommend_topk()` and `recommend_topk_each()`: the whole catalog ranked in one prompt pass,
 //! through the built SQLite extension on a tiny sequence-layout model with one token per item.
 
-mod common;
+use kvrec_test_support as common;
 
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
 //! Properties of augmentation and answer parsing over many generated requests and seeds.
 
-mod common;
+use kvrec_test_support as common;
 
 use std::collections::BTreeSet;
 

@@ -1,7 +1,7 @@
 //! Rendered prompts, answers and every augmentation strategy on fixed seeds.
 //! A change in any of these changes what models are trained on: review snapshot diffs.
 
-mod common;
+use kvrec_test_support as common;
 
 use kvrec_core::augment::{augment, augment_dataset, Strategy};
 use kvrec_core::template::CandidateIdPosition;

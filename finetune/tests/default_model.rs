@@ -3,8 +3,7 @@
 //! scores the card's figures on the paper's protocol (file-order ties, the rule it was trained
 //! under), above tuned co-occurrence and popularity on the same requests.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use kvrec_test_support as common;
 
 use std::path::PathBuf;
 use std::process::Command;

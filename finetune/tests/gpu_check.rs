@@ -3,8 +3,7 @@
 //! check but the CUDA build: both benchmark runs and the summary table. So the script works
 //! the first time a GPU machine runs it for real.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use kvrec_test_support as common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,8 +1,7 @@
 //! The importer on the synthetic fixture and the shared MovieLens data, and the sql/ examples
 //! run over the imported tables: in rusqlite with the built extension, and in the sqlite3 CLI.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use kvrec_test_support as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

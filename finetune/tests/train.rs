@@ -1,8 +1,7 @@
 //! Training end to end on a tiny model: train → checkpoint → resume → export → llama.cpp,
 //! with llama.cpp's candidate scores checked against the training-side forward.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use kvrec_test_support as common;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
