@@ -16,6 +16,24 @@ use kvrec_finetune::train::{self, lora::LoraSpec, TrainConfig};
 use kvrec_finetune::training_data::TrainingRow;
 use kvrec_finetune::{bench, db, eval, io, movielens, protocol, training_data};
 
+/// How `eval` has a model rank: clap parses it, so a misspelt mode lists the choices.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RankMode {
+    /// Every candidate scored (Error Rate 0).
+    Score,
+    /// Greedy generation, parsed (the paper's way).
+    Generate,
+}
+
+impl RankMode {
+    fn mode(self) -> Mode {
+        match self {
+            RankMode::Score => Mode::Score,
+            RankMode::Generate => Mode::Generate,
+        }
+    }
+}
+
 /// kvrec's data, training and evaluation tool.
 #[derive(Parser)]
 #[command(version, about)]
@@ -242,7 +260,7 @@ enum Command {
         model: Option<PathBuf>,
         /// How the model ranks: score (every candidate, ER 0) or generate (the paper's way).
         #[arg(long, value_delimiter = ',', default_value = "score")]
-        mode: Vec<String>,
+        mode: Vec<RankMode>,
         /// Evaluate only the first N requests.
         #[arg(long)]
         limit: Option<usize>,
@@ -628,12 +646,7 @@ fn main() -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             if let Some(loaded) = loaded {
                 for m in &mode {
-                    let mode = match m.as_str() {
-                        "score" => Mode::Score,
-                        "generate" => Mode::Generate,
-                        other => bail!("unknown mode '{other}'; use score or generate"),
-                    };
-                    rows.push(eval::evaluate_model(&loaded, &instances, mode)?);
+                    rows.push(eval::evaluate_model(&loaded, &instances, m.mode())?);
                 }
             }
             let text = if json {

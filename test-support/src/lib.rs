@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use kvrec_core::Request;
 
-
 pub const USER: &str = r#"{"gender":"female","age":"25-34","occupation":"programmer"}"#;
 
 pub const HISTORY: &str = r#"[
@@ -27,7 +26,6 @@ pub const CANDIDATES: &str = r#"[
 pub fn request() -> Request {
     Request::from_json_texts(USER, HISTORY, CANDIDATES).expect("fixture request parses")
 }
-
 
 /// The extension cargo built for this test run. `cargo test` leaves the fresh cdylib in
 /// `target/<profile>/deps` (only `cargo build` copies it up a level), so look there first.
