@@ -208,6 +208,45 @@ fn sql_examples_build_valid_requests() {
     }
 }
 
+/// sql/next_for_user.sql: the whole catalog of a model ranked for a user of the imported
+/// tables, straight from the ratings table, rated movies left out, titles joined.
+#[test]
+fn next_for_user_recommends_unrated_movies_from_the_whole_catalog() {
+    let db = open_with_extension(&import(&common::ml_tiny(), "next"));
+    let items: Vec<i64> = (1..=40).collect();
+    let model = scratch("next-model").with_extension("gguf");
+    kvrec_llm::tiny::write_tiny_catalog_llama(&model, 9, &items, true).unwrap();
+    db.query_row(
+        "SELECT kvrec_load_model('default', ?1)",
+        [model.to_str().unwrap()],
+        |_| Ok(()),
+    )
+    .unwrap();
+    for user in [1, 7] {
+        let rows = run_sql_file(&db, "next_for_user.sql", &[(":user_id", user), (":k", 5)]);
+        assert_eq!(rows.len(), 5, "user {user}: {rows:?}");
+        let rated: Vec<String> = db
+            .prepare("SELECT movie_id FROM ratings WHERE user_id = ?1")
+            .unwrap()
+            .query_map([user], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|r| r.unwrap().to_string())
+            .collect();
+        for (i, row) in rows.iter().enumerate() {
+            assert_eq!(row[0].as_deref(), Some((i + 1).to_string().as_str()));
+            let id = row[1].as_deref().unwrap();
+            assert!(
+                !rated.iter().any(|r| r == id),
+                "user {user}: {id} was rated"
+            );
+            assert!(
+                !row[2].as_deref().unwrap_or("").is_empty(),
+                "a title for {id}"
+            );
+        }
+    }
+}
+
 /// The sqlite3 CLI (Debian 12 ships 3.40.1, older than rusqlite's) loads the extension and
 /// renders prompts from the example queries over imported ML-100K (or the fixture).
 #[test]

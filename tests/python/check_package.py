@@ -1,9 +1,10 @@
 """Checks the installed kvrec wheel as a user would use it (run by tests/python_package.rs in a
 virtual environment holding the wheels, datasette, sqlite-utils, duckdb and apsw):
 
-    python check_package.py REQUEST_JSON
+    python check_package.py REQUEST_JSON DIST
 
 REQUEST_JSON holds {"user":…, "history":…, "candidates":…}; every host must rank it alike.
+DIST is the folder the wheels were built into.
 """
 import glob
 import json
@@ -12,6 +13,7 @@ import pathlib
 import sqlite3
 import subprocess
 import sys
+import zipfile
 
 import apsw
 import duckdb
@@ -21,7 +23,18 @@ request = json.load(open(sys.argv[1]))
 args = [json.dumps(request["user"]), json.dumps(request["history"]), json.dumps(request["candidates"])]
 ids = sorted(c["id"] for c in request["candidates"])
 
-# The wheel's platform tag names the architecture the library was built for.
+# The wheel as built: its files, and a tag that matches its library's ELF class and machine.
+(wheel,) = glob.glob(os.path.join(sys.argv[2], "kvrec-*.whl"))
+with zipfile.ZipFile(wheel) as z:
+    names = sorted(n for n in z.namelist() if not n.startswith("kvrec-"))
+    elf = z.read("kvrec/libkvrec.so")[:20]
+assert names == ["kvrec/__init__.py", "kvrec/kvrec.duckdb_extension", "kvrec/libkvrec.so",
+                 "kvrec/models/kvrec-default.gguf", "kvrec/ray.py"], names
+assert elf[:4] == b"\x7fELF" and elf[4] == 2, "not a 64-bit ELF library"
+elf_arch = {0x3E: "x86_64", 0xB7: "aarch64"}[int.from_bytes(elf[18:20], "little")]
+assert wheel.endswith(f"-py3-none-linux_{elf_arch}.whl"), (wheel, elf_arch)
+
+# The installed wheel's platform tag names the architecture the library was built for.
 lib = pathlib.Path(kvrec.loadable_path())
 machine = int.from_bytes(lib.read_bytes()[18:20], "little")
 arch = {0x3E: "x86_64", 0xB7: "aarch64"}[machine]
