@@ -20,8 +20,8 @@ start=$(date +%s)
 # Validation: each user's last training item (train.jsonl) is held out of the sequences.
 "$bin" train --data "$out/data/train_sequences.jsonl" --valid "$out/data/train.jsonl" \
   --template models/kvrec-default.template.json --number-tokens 3952 --vocab 300 \
-  --sequence-window 100 --context 256 --d-model 64 --layers 2 --heads 1 --ff 128 --untied \
-  --dropout 0.1 --batch 64 --lr 2e-3 --warmup 100 --epochs "${KVREC_EPOCHS:-30}" --patience 5 \
+  --sequence-window 100 --context 256 --d-model 128 --layers 2 --heads 2 --ff 256 --untied \
+  --dropout 0.2 --batch 64 --lr 2e-3 --warmup 100 --epochs "${KVREC_EPOCHS:-30}" --patience 5 \
   --checkpoint-every 100000 --out "$out/run"
 "$bin" export --run "$out/run" --out "$out/model.gguf" --dtype f16 --name kvrec-default
 echo "trained and exported in $(( $(date +%s) - start )) s: $out/model.gguf"
