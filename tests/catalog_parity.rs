@@ -5,8 +5,6 @@
 
 use kvrec_test_support as common;
 
-use std::process::Command;
-
 use rusqlite::types::Value as Sql;
 use serde_json::{json, Value};
 
@@ -254,21 +252,7 @@ fn every_catalog_function_gives_the_same_outcome_in_sqlite_and_duckdb() {
         eprintln!("skipped the DuckDB half: python3 has no duckdb package");
         return;
     }
-    let extension = dir.join("kvrec.duckdb_extension");
-    let root = common::repo_root();
-    let made = Command::new("python3")
-        .arg(root.join("scripts/duckdb_extension.py"))
-        .arg("--lib")
-        .arg(common::extension_path())
-        .arg("--out")
-        .arg(&extension)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let extension = common::duckdb_extension(&dir);
     let as_json = |a: &Sql| match a {
         Sql::Null => Value::Null,
         Sql::Integer(v) => json!(v),
@@ -281,29 +265,13 @@ fn every_catalog_function_gives_the_same_outcome_in_sqlite_and_duckdb() {
     spec.extend(cases.iter().map(
         |c| json!({"query": c.duckdb, "args": c.args.iter().map(as_json).collect::<Vec<_>>()}),
     ));
-    let cases_path = dir.join("cases.json");
     let models = json!({"p": model, "default": model});
-    std::fs::write(
-        &cases_path,
-        json!({"models": models, "cases": spec}).to_string(),
-    )
-    .unwrap();
-    let out_path = dir.join("outcomes.json");
-    let run = Command::new("python3")
-        .arg(root.join("tests/duckdb/run_cases.py"))
-        .arg(&extension)
-        .arg(&model)
-        .arg(&cases_path)
-        .arg(&out_path)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "DuckDB did not survive:\n{}",
-        String::from_utf8_lossy(&run.stderr)
+    let duck = common::run_duckdb_cases(
+        &extension,
+        std::path::Path::new(&model),
+        &json!({"models": models, "cases": spec}),
+        &dir,
     );
-    let duck: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
 
     // The catalog DuckDB lists is SQLite's.
     let duck_catalog: Vec<Value> = duck[0]["rows"].as_array().unwrap().clone();

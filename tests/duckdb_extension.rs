@@ -55,14 +55,8 @@ fn the_duckdb_extension_matches_sqlite() {
     let model_b = dir.join("b.gguf");
     kvrec_llm::tiny::write_tiny_llama(&model_a, 7, None).unwrap();
     kvrec_llm::tiny::write_tiny_llama(&model_b, 8, None).unwrap();
-    let extension = dir.join("kvrec.duckdb_extension");
+    let extension = common::duckdb_extension(&dir);
     let root = common::repo_root();
-    run(Command::new("python3")
-        .arg(root.join("scripts/duckdb_extension.py"))
-        .arg("--lib")
-        .arg(common::extension_path())
-        .arg("--out")
-        .arg(&extension));
     let requests = requests();
     let jsonl: String = requests.iter().map(|r| format!("{r}\n")).collect();
     let requests_path = dir.join("requests.jsonl");

@@ -5,8 +5,6 @@
 
 use kvrec_test_support as common;
 
-use std::process::Command;
-
 use rusqlite::types::Value as Sql;
 use serde_json::{json, Value};
 
@@ -250,43 +248,17 @@ fn hostile_inputs_give_the_same_documented_outcome_in_sqlite_and_duckdb() {
         eprintln!("skipped the DuckDB half: python3 has no duckdb package");
         return;
     }
-    let root = common::repo_root();
-    let extension = dir.join("kvrec.duckdb_extension");
-    let made = Command::new("python3")
-        .arg(root.join("scripts/duckdb_extension.py"))
-        .arg("--lib")
-        .arg(common::extension_path())
-        .arg("--out")
-        .arg(&extension)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let extension = common::duckdb_extension(&dir);
     let spec: Vec<Value> = cases
         .iter()
         .map(|(_, sql, args)| json!({"sql": sql, "args": args}))
         .collect();
-    let cases_path = dir.join("cases.json");
-    std::fs::write(&cases_path, Value::Array(spec).to_string()).unwrap();
-    let out_path = dir.join("outcomes.json");
-    let run = Command::new("python3")
-        .arg(root.join("tests/duckdb/run_cases.py"))
-        .arg(&extension)
-        .arg(&model)
-        .arg(&cases_path)
-        .arg(&out_path)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "DuckDB did not survive:\n{}",
-        String::from_utf8_lossy(&run.stderr)
+    let duck = common::run_duckdb_cases(
+        &extension,
+        std::path::Path::new(&model),
+        &Value::Array(spec),
+        &dir,
     );
-    let duck: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
     for (((label, _, _), s), d) in cases.iter().zip(&sqlite).zip(&duck) {
         let d = outcome(match (d.get("ok"), d.get("error")) {
             (Some(Value::String(t)), _) => Ok(t.clone()),

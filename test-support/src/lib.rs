@@ -126,3 +126,52 @@ pub fn present_or_required(path: PathBuf, require: &str, fix: &str) -> Option<Pa
 pub fn ml_tiny() -> PathBuf {
     repo_root().join("tests/fixtures/ml-tiny")
 }
+
+/// Writes `dir/kvrec.duckdb_extension` from this test run's extension with the project's
+/// script (the DuckDB metadata footer appended) and returns its path.
+pub fn duckdb_extension(dir: &std::path::Path) -> PathBuf {
+    let out = dir.join("kvrec.duckdb_extension");
+    let made = std::process::Command::new("python3")
+        .arg(repo_root().join("scripts/duckdb_extension.py"))
+        .arg("--lib")
+        .arg(extension_path())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        made.status.success(),
+        "scripts/duckdb_extension.py failed: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    out
+}
+
+/// Runs SQL cases in DuckDB with the extension (tests/duckdb/run_cases.py; `spec` is its
+/// CASES_JSON, `model` loaded as 'h' unless the spec names models) and returns each case's
+/// outcome: `{"ok": …, "rows": […], "columns": […]}` or `{"error": …}`. DuckDB must survive
+/// them all.
+pub fn run_duckdb_cases(
+    extension: &std::path::Path,
+    model: &std::path::Path,
+    spec: &serde_json::Value,
+    dir: &std::path::Path,
+) -> Vec<serde_json::Value> {
+    let cases = dir.join("cases.json");
+    std::fs::write(&cases, spec.to_string()).unwrap();
+    let out = dir.join("outcomes.json");
+    let run = std::process::Command::new("python3")
+        .arg(repo_root().join("tests/duckdb/run_cases.py"))
+        .arg(extension)
+        .arg(model)
+        .arg(&cases)
+        .arg(&out)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        run.status.success(),
+        "DuckDB did not survive:\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
