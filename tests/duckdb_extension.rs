@@ -9,7 +9,6 @@ use kvrec_test_support as common;
 use std::path::Path;
 use std::process::Command;
 
-use rusqlite::params;
 use serde_json::{json, Value};
 
 use common::{duckdb_available, CANDIDATES, HISTORY, USER};
@@ -82,19 +81,11 @@ fn the_duckdb_extension_matches_sqlite() {
         |_| Ok(()),
     )
     .unwrap();
-    for (i, r) in requests.iter().enumerate() {
-        let sqlite: String = db
-            .query_row(
-                "SELECT recommend('duck-a', ?1, ?2, ?3)",
-                params![
-                    r["user"].to_string(),
-                    r["history"].to_string(),
-                    r["candidates"].to_string()
-                ],
-                |row| row.get(0),
-            )
-            .unwrap();
-        let sqlite: Value = serde_json::from_str(&sqlite).unwrap();
-        assert_eq!(ranked["ranked"][i], sqlite, "request {i}: DuckDB vs SQLite");
+    let sqlite = common::sqlite_rankings(&db, "duck-a", &requests);
+    for (i, expected) in sqlite.iter().enumerate() {
+        assert_eq!(
+            &ranked["ranked"][i], expected,
+            "request {i}: DuckDB vs SQLite"
+        );
     }
 }

@@ -17,7 +17,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rusqlite::params;
 use serde_json::{json, Value};
 
 /// What the checks run against, pinned.
@@ -316,23 +315,7 @@ fn kvrec_ray_ranks_on_a_two_node_cluster_and_survives_a_killed_worker() {
         |_| Ok(()),
     )
     .unwrap();
-    let expected: Vec<Value> = requests
-        .iter()
-        .map(|r| {
-            let text: String = db
-                .query_row(
-                    "SELECT recommend('ray-expected', ?1, ?2, ?3)",
-                    params![
-                        r["user"].to_string(),
-                        r["history"].to_string(),
-                        r["candidates"].to_string()
-                    ],
-                    |row| row.get(0),
-                )
-                .unwrap();
-            serde_json::from_str(&text).unwrap()
-        })
-        .collect();
+    let expected = common::sqlite_rankings(&db, "ray-expected", &requests);
     let requests_path = dir.join("requests.jsonl");
     let lines: String = requests.iter().map(|r| format!("{r}\n")).collect();
     std::fs::write(&requests_path, lines).unwrap();

@@ -175,3 +175,30 @@ pub fn run_duckdb_cases(
     );
     serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
 }
+
+/// SQLite `recommend(model, user, history, candidates)` of each request object (`user`,
+/// `history`, `candidates` as JSON values) on `db`: what other hosts are compared with.
+pub fn sqlite_rankings(
+    db: &rusqlite::Connection,
+    model: &str,
+    requests: &[serde_json::Value],
+) -> Vec<serde_json::Value> {
+    requests
+        .iter()
+        .map(|r| {
+            let text: String = db
+                .query_row(
+                    "SELECT recommend(?1, ?2, ?3, ?4)",
+                    rusqlite::params![
+                        model,
+                        r["user"].to_string(),
+                        r["history"].to_string(),
+                        r["candidates"].to_string()
+                    ],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            serde_json::from_str(&text).unwrap()
+        })
+        .collect()
+}
