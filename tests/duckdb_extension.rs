@@ -5,6 +5,7 @@
 //! KVREC_REQUIRE_DUCKDB is set (CI sets it).
 
 use kvrec_test_support as common;
+use kvrec_test_support::run;
 
 use std::path::Path;
 use std::process::Command;
@@ -29,17 +30,6 @@ fn requests() -> Vec<Value> {
             json!({"user": user, "history": history[..(i % (history.len() + 1))], "candidates": c})
         })
         .collect()
-}
-
-fn run(command: &mut Command) -> String {
-    let out = command.output().expect("command runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{command:?} failed:\n{text}");
-    text
 }
 
 #[test]

@@ -10,6 +10,7 @@
 //! (CI sets it).
 
 use kvrec_test_support as common;
+use kvrec_test_support::run;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -29,17 +30,6 @@ const PINS: &[&str] = &[
 ];
 /// The Python whose sqlite3 module can load extensions.
 const SYSTEM_PYTHON: &str = "/usr/bin/python3";
-
-fn run(command: &mut Command) -> String {
-    let out = command.output().expect("command runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{command:?} failed:\n{text}");
-    text
-}
 
 fn required() -> bool {
     std::env::var_os("KVREC_REQUIRE_WHEEL").is_some()

@@ -202,3 +202,15 @@ pub fn sqlite_rankings(
         })
         .collect()
 }
+
+/// Runs `command`, asserting it succeeds; returns its stdout and stderr together.
+pub fn run(command: &mut std::process::Command) -> String {
+    let out = command.output().expect("command runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{command:?} failed:\n{text}");
+    text
+}
