@@ -62,8 +62,7 @@ fn environment() -> Option<PathBuf> {
         .status()
         .is_ok_and(|s| s.success());
     let installed = made
-        && Command::new(&python)
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        && pip_install(&python)
             .args(PINS)
             .status()
             .is_ok_and(|s| s.success());
@@ -151,20 +150,19 @@ fn installed() -> Option<&'static (PathBuf, PathBuf)> {
                 .arg(&dist));
             let wheels: Vec<&str> = built.lines().filter(|l| l.ends_with(".whl")).collect();
             assert_eq!(wheels.len(), 3, "{built}");
-            run(Command::new(venv.join("bin/python"))
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "-q",
-                    "--disable-pip-version-check",
-                    "--force-reinstall",
-                    "--no-deps",
-                ])
+            run(pip_install(&venv.join("bin/python"))
+                .args(["--force-reinstall", "--no-deps"])
                 .args(&wheels));
             Some((venv, dist))
         })
         .as_ref()
+}
+
+/// `python -m pip install -q`, quiet about pip's own version; the caller adds what to install.
+fn pip_install(python: &Path) -> Command {
+    let mut command = Command::new(python);
+    command.args(["-m", "pip", "install", "-q", "--disable-pip-version-check"]);
+    command
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -206,16 +204,8 @@ fn the_wheels_install_and_serve_in_sqlite_duckdb_sqlite_utils_and_datasette() {
                     .starts_with("kvrec-")
             })
             .unwrap();
-        run(Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "--no-deps",
-                "--target",
-            ])
+        run(pip_install(&python)
+            .args(["--no-deps", "--target"])
             .arg(&target)
             .arg(wheel));
         let said = run(Command::new("python3")

@@ -106,20 +106,15 @@ pub fn write_tiny_catalog_llama(
         "version": 4, "layout": "sequence", "list_separator": " ", "max_history": 20
     }))
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    let shape = shape(vocab.tokens.len(), N_EMBD, N_LAYER);
-    let weights = random_weights(&shape, seed);
-    LlamaFile {
-        name: "kvrec tiny catalog llama",
-        shape,
-        vocab: &vocab,
-        template: Some(&template),
-        items: Some(items),
-        weights,
-        matrix_type: TensorType::F32,
-        rope_theta: 10_000.0,
-        rms_eps: 1e-5,
-    }
-    .write(path)
+    write(
+        path,
+        "kvrec tiny catalog llama",
+        &vocab,
+        Some(&template),
+        Some(items),
+        (N_EMBD, N_LAYER),
+        seed,
+    )
 }
 
 fn shape(n_vocab: usize, width: usize, layers: usize) -> LlamaShape {
@@ -164,16 +159,35 @@ pub fn write_random_llama(
     width: usize,
     layers: usize,
 ) -> io::Result<()> {
-    let vocab = tiny_vocab();
-    let shape = shape(vocab.tokens.len(), width, layers);
-    let weights = random_weights(&shape, seed);
-    LlamaFile {
-        name: "kvrec tiny test llama",
-        shape,
-        vocab: &vocab,
+    write(
+        path,
+        "kvrec tiny test llama",
+        &tiny_vocab(),
         template,
-        items: None,
-        weights,
+        None,
+        (width, layers),
+        seed,
+    )
+}
+
+/// A random model of `vocab` and `(width, layers)` written as a kvrec-trained GGUF would be.
+fn write(
+    path: &Path,
+    name: &str,
+    vocab: &BpeVocab,
+    template: Option<&TemplateSpec>,
+    items: Option<&[i64]>,
+    (width, layers): (usize, usize),
+    seed: u64,
+) -> io::Result<()> {
+    let shape = shape(vocab.tokens.len(), width, layers);
+    LlamaFile {
+        name,
+        shape,
+        vocab,
+        template,
+        items,
+        weights: random_weights(&shape, seed),
         matrix_type: TensorType::F32,
         rope_theta: 10_000.0,
         rms_eps: 1e-5,
