@@ -121,6 +121,18 @@ pub enum KvrecError {
         token: i32,
     },
 
+    #[error("{arg}[{index}].id {id} is not an item model '{model}' knows (it was trained on {known} items); leave the item out, or retrain the model on data that includes it")]
+    UnknownItem {
+        model: String,
+        arg: &'static str,
+        index: usize,
+        id: String,
+        known: usize,
+    },
+
+    #[error("the model answers with text ids, which DuckDB's LIST(BIGINT) result cannot hold; use {function}_each(), whose id column is text for such models, e.g. SELECT list(id ORDER BY rank) FROM {function}_each(...)")]
+    TextIds { function: &'static str },
+
     #[error("the model registry is locked (kvrec_lock_models() was called): models can no longer be loaded or unloaded in this process; the host loads its models before it locks")]
     RegistryLocked,
 

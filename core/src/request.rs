@@ -189,7 +189,7 @@ pub fn history_keys(history: &[HistoryItem]) -> Vec<String> {
     keys
 }
 
-fn parse_json(arg: &'static str, text: &str) -> Result<Value> {
+pub fn parse_json(arg: &'static str, text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|e| KvrecError::InvalidJson {
         arg,
         detail: e.to_string(),
