@@ -226,7 +226,7 @@ fn every_catalog_function_gives_the_same_outcome_in_sqlite_and_duckdb() {
     // recommend_topk included, has a model it can run on.
     let model = dir.join("p.gguf");
     let items: Vec<i64> = vec![1, 260, 661, 914, 1193, 1196, 2028, 2355, 3408, 42, 7];
-    kvrec_llm::tiny::write_tiny_catalog_llama(&model, 5, &items, true).unwrap();
+    kvrec_llm::tiny::write_tiny_catalog_llama(&model, 5, &items, true, None).unwrap();
     let model = model.to_str().unwrap().to_string();
 
     let db = common::connect(None);

@@ -285,7 +285,7 @@ fn kvrec_ray_ranks_on_a_two_node_cluster_and_survives_a_killed_worker() {
     let dir = scratch("ray");
     let model = dir.join("m.gguf");
     let items: Vec<i64> = (1..=RAY_ITEMS).collect();
-    kvrec_llm::tiny::write_tiny_catalog_llama(&model, 7, &items, true).unwrap();
+    kvrec_llm::tiny::write_tiny_catalog_llama(&model, 7, &items, true, None).unwrap();
     let requests = many_requests();
     // What single-process recommend() answers, to compare every Ray ranking with.
     let db = common::connect(None);

@@ -17,7 +17,7 @@ fn model(name: &str, item_tokens: bool) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kvrec-topk-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{name}.gguf"));
-    kvrec_llm::tiny::write_tiny_catalog_llama(&path, 11, &catalog(), item_tokens).unwrap();
+    kvrec_llm::tiny::write_tiny_catalog_llama(&path, 11, &catalog(), item_tokens, None).unwrap();
     path
 }
 

@@ -21,7 +21,8 @@ fn bundle(dir: &Path) {
     .unwrap();
     std::os::unix::fs::symlink(common::extension_path(), dir.join("lib/libkvrec.so")).unwrap();
     let items: Vec<i64> = (1..=40).collect();
-    kvrec_llm::tiny::write_tiny_catalog_llama(&dir.join("model.gguf"), 3, &items, true).unwrap();
+    kvrec_llm::tiny::write_tiny_catalog_llama(&dir.join("model.gguf"), 3, &items, true, None)
+        .unwrap();
     let lines: String = (0..30i64)
         .map(|i| {
             let history: Vec<_> = (0..10)

@@ -215,7 +215,7 @@ fn next_for_user_recommends_unrated_movies_from_the_whole_catalog() {
     let db = open_with_extension(&import(&common::ml_tiny(), "next"));
     let items: Vec<i64> = (1..=40).collect();
     let model = scratch("next-model").with_extension("gguf");
-    kvrec_llm::tiny::write_tiny_catalog_llama(&model, 9, &items, true).unwrap();
+    kvrec_llm::tiny::write_tiny_catalog_llama(&model, 9, &items, true, None).unwrap();
     db.query_row(
         "SELECT kvrec_load_model('default', ?1)",
         [model.to_str().unwrap()],

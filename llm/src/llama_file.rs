@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::Path;
 
+use kvrec_core::item_ids::{ItemId, ITEM_IDS_METADATA_KEY};
 use kvrec_core::template::{TemplateSpec, ITEMS_METADATA_KEY, TEMPLATE_METADATA_KEY};
 
 use crate::gguf::{GgufWriter, MetaValue, TensorType, Q8_0_BLOCK};
@@ -77,6 +78,9 @@ pub struct LlamaFile<'a> {
     pub template: Option<&'a TemplateSpec>,
     /// The item ids the model was trained on (`kvrec.items`), which `recommend_topk` ranks.
     pub items: Option<&'a [i64]>,
+    /// The app's ids of those items (`kvrec.item_ids`, parallel to `items`) when the app's ids
+    /// are not the model's dense ones (text SKUs, 64-bit ids).
+    pub item_ids: Option<&'a [ItemId]>,
     /// Weights by name, in the order and shapes of [`LlamaShape::tensors`].
     pub weights: Vec<Vec<f32>>,
     /// Storage of matrices; vectors (norms) are always F32.
@@ -165,6 +169,16 @@ impl LlamaFile<'_> {
                 ITEMS_METADATA_KEY,
                 MetaValue::String(serde_json::Value::from(items.to_vec()).to_string()),
             );
+        }
+        if let Some(app) = self.item_ids {
+            if self.items.map(<[i64]>::len) != Some(app.len()) {
+                return Err(invalid(format!(
+                    "{} app item ids need a catalog of as many items",
+                    app.len()
+                )));
+            }
+            let json = serde_json::to_string(app).map_err(|e| invalid(e.to_string()))?;
+            w.meta(ITEM_IDS_METADATA_KEY, MetaValue::String(json));
         }
         for ((name, shape), data) in names.iter().zip(&self.weights) {
             let kind = if shape.len() == 1 {

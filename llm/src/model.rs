@@ -5,15 +5,17 @@ use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+use kvrec_core::item_ids::ITEM_IDS_METADATA_KEY;
 use kvrec_core::options::Options;
 use kvrec_core::template::{TemplateSpec, ITEMS_METADATA_KEY, TEMPLATE_METADATA_KEY};
-use kvrec_core::{KvrecError, Result};
+use kvrec_core::{ItemId, ItemIds, KvrecError, Request, Result};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::{backend, logs};
 
@@ -81,6 +83,9 @@ pub struct Model {
     pub load: LoadOptions,
     /// The item ids the model was trained on (`kvrec.items`), when the GGUF lists them.
     pub items: Option<Vec<i64>>,
+    /// The app's ids of the catalog (`kvrec.item_ids`), when they are not the dense ids the
+    /// model reads: requests are mapped to dense ids and rankings back.
+    pub ids: Option<ItemIds>,
     /// Each catalog item's deciding token, computed on first use by `recommend_topk`.
     pub(crate) item_tokens: once_cell::sync::OnceCell<Result<Vec<LlamaToken>>>,
 }
@@ -129,6 +134,32 @@ fn check_file(path: &Path) -> Result<()> {
 }
 
 impl Model {
+    /// A request in the app's ids (text, any integer) as the model's dense ids; models
+    /// without an id map take the ids as they are.
+    pub fn request(
+        &self,
+        user: &Value,
+        history: &Value,
+        candidates: Option<&Value>,
+    ) -> Result<Request> {
+        let Some(ids) = &self.ids else {
+            return match candidates {
+                Some(c) => Request::from_values(user, history, c),
+                None => Request::without_candidates(user, history),
+            };
+        };
+        let (history, candidates) = ids.to_dense_request(&self.info.name, history, candidates)?;
+        match candidates {
+            Some(c) => Request::from_values(user, &history, &c),
+            None => Request::without_candidates(user, &history),
+        }
+    }
+
+    /// The app's id of dense id `id`.
+    pub fn app_id(&self, id: i64) -> ItemId {
+        self.ids.as_ref().map_or(ItemId::Int(id), |ids| ids.app(id))
+    }
+
     /// Loads `path` under `name`.
     pub fn load(name: &str, path: &str, options: &Options) -> Result<Model> {
         check_file(Path::new(path))?;
@@ -162,6 +193,25 @@ impl Model {
                 }
             })?),
             Err(_) => None,
+        };
+        let ids = match (model.meta_val_str(ITEM_IDS_METADATA_KEY), &items) {
+            (Ok(json), Some(items)) => {
+                Some(
+                    ItemIds::from_metadata(&json, items).map_err(|e| KvrecError::ModelLoad {
+                        path: path.to_string(),
+                        detail: format!("its {ITEM_IDS_METADATA_KEY} metadata is invalid: {e}"),
+                    })?,
+                )
+            }
+            (Ok(_), None) => {
+                return Err(KvrecError::ModelLoad {
+                    path: path.to_string(),
+                    detail: format!(
+                        "it has {ITEM_IDS_METADATA_KEY} but no {ITEMS_METADATA_KEY} catalog to map"
+                    ),
+                })
+            }
+            (Err(_), _) => None,
         };
         let info = ModelInfo {
             name: name.to_string(),
@@ -207,6 +257,7 @@ impl Model {
             template,
             load,
             items,
+            ids,
             item_tokens: once_cell::sync::OnceCell::new(),
         };
         // Fail at load time, not at the first query, if no context fits in memory.

@@ -7,6 +7,7 @@
 use std::io;
 use std::path::Path;
 
+use kvrec_core::item_ids::ItemId;
 use kvrec_core::rng::Rng;
 use kvrec_core::template::TemplateSpec;
 
@@ -80,12 +81,15 @@ pub fn write_tiny_llama(path: &Path, seed: u64, template: Option<&TemplateSpec>)
 /// The tiny model as a sequence-stage model would be: a `sequence`-layout template, one
 /// token per spaced item id (`Ġ17`, reached through merges `Ġ 1`, `Ġ1 7`) and the catalog
 /// `items` in its metadata, so `recommend_topk` can rank it. Without `item_tokens` the ids
-/// stay split into characters (a catalog the model cannot rank in one pass).
+/// stay split into characters (a catalog the model cannot rank in one pass). With `app_ids`
+/// (parallel to `items`) the model answers with the app's own ids, as one trained from an
+/// app's tables does.
 pub fn write_tiny_catalog_llama(
     path: &Path,
     seed: u64,
     items: &[i64],
     item_tokens: bool,
+    app_ids: Option<&[ItemId]>,
 ) -> io::Result<()> {
     let mut vocab = tiny_vocab();
     let mut known: std::collections::HashSet<String> = vocab.tokens.iter().cloned().collect();
@@ -111,7 +115,7 @@ pub fn write_tiny_catalog_llama(
         "kvrec tiny catalog llama",
         &vocab,
         Some(&template),
-        Some(items),
+        Some((items, app_ids)),
         (N_EMBD, N_LAYER),
         seed,
     )
@@ -176,7 +180,7 @@ fn write(
     name: &str,
     vocab: &BpeVocab,
     template: Option<&TemplateSpec>,
-    items: Option<&[i64]>,
+    catalog: Option<(&[i64], Option<&[ItemId]>)>,
     (width, layers): (usize, usize),
     seed: u64,
 ) -> io::Result<()> {
@@ -186,7 +190,8 @@ fn write(
         shape,
         vocab,
         template,
-        items,
+        items: catalog.map(|(items, _)| items),
+        item_ids: catalog.and_then(|(_, app)| app),
         weights: random_weights(&shape, seed),
         matrix_type: TensorType::F32,
         rope_theta: 10_000.0,
