@@ -10,6 +10,7 @@ use duckdb::vtab::arrow::WritableVector;
 use crate::functions::catalog::{Body, Kind, Scalar, SCALARS};
 use crate::functions::{guarded, RowArgs, SqlArgs};
 use kvrec_core::error::KvrecError;
+use kvrec_core::ItemId;
 
 use super::values::cell_at;
 
@@ -73,7 +74,18 @@ impl<const I: usize> VScalar for CatalogScalar<I> {
                     .map_err(|e| row_error(f.name, 0, &e))?
                     .map_err(|(row, e)| row_error(f.name, row, &e))?;
                 let mut list = output.list_vector();
-                let all: Vec<i64> = ranked.iter().flatten().copied().collect();
+                let all: Vec<i64> = ranked
+                    .iter()
+                    .flatten()
+                    .map(|id| match id {
+                        ItemId::Int(v) => Ok(*v),
+                        ItemId::Text(_) => Err(row_error(
+                            f.name,
+                            0,
+                            &KvrecError::TextIds { function: f.name },
+                        )),
+                    })
+                    .collect::<std::result::Result<_, _>>()?;
                 // SAFETY: the child of a LIST(BIGINT) result holds i64 values.
                 unsafe { list.set_child(&all) };
                 let mut offset = 0;

@@ -5,7 +5,7 @@ use duckdb::core::{DataChunkHandle, Inserter, LogicalTypeHandle, LogicalTypeId};
 use duckdb::vtab::{BindInfo, InitInfo, TableFunctionInfo, VTab};
 
 use crate::functions::catalog::{optional, Column, Kind, Table, Value, TABLES};
-use crate::functions::{guarded, Cell, RowArgs};
+use crate::functions::{guarded, table_fns, Cell, RowArgs};
 
 use super::pending::Pending;
 use super::scalar::row_error;
@@ -42,16 +42,9 @@ impl<const I: usize> VTab for CatalogTable<I> {
 
     fn bind(bind: &BindInfo) -> Result<Vec<Cell>, Box<dyn std::error::Error>> {
         let f = Self::FUNCTION;
-        for (name, column) in f.columns {
-            let ty = match column {
-                Column::Int => LogicalTypeId::Bigint,
-                Column::Real => LogicalTypeId::Double,
-                Column::Text => LogicalTypeId::Varchar,
-            };
-            bind.add_result_column(name, LogicalTypeHandle::from(ty));
-        }
         let required = f.required();
-        Ok(f.params
+        let cells: Vec<Cell> = f
+            .params
             .iter()
             .zip(f.kinds)
             .enumerate()
@@ -63,7 +56,23 @@ impl<const I: usize> VTab for CatalogTable<I> {
                 };
                 cell(value, kind)
             })
-            .collect())
+            .collect();
+        let text_ids = f.columns.iter().any(|(_, c)| *c == Column::Id)
+            && table_fns::text_ids(&RowArgs {
+                cells: cells.clone(),
+                params: f.params,
+            });
+        for (name, column) in f.columns {
+            let ty = match column {
+                Column::Int => LogicalTypeId::Bigint,
+                Column::Real => LogicalTypeId::Double,
+                Column::Text => LogicalTypeId::Varchar,
+                Column::Id if text_ids => LogicalTypeId::Varchar,
+                Column::Id => LogicalTypeId::Bigint,
+            };
+            bind.add_result_column(name, LogicalTypeHandle::from(ty));
+        }
+        Ok(cells)
     }
 
     fn init(init: &InitInfo) -> Result<Pending<Vec<Value>>, Box<dyn std::error::Error>> {

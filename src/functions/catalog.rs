@@ -4,6 +4,7 @@
 //! the same code and give the same results and errors.
 
 use kvrec_core::error::{KvrecError, Result};
+use kvrec_core::ItemId;
 
 use super::{meta, model_fns, prompt_fns, table_fns, SqlArgs};
 
@@ -16,14 +17,16 @@ pub enum Kind {
     Int,
 }
 
-/// Ids of many rows, or the first failing row (0-based) and its error.
-pub type IdRows = std::result::Result<Vec<Vec<i64>>, (usize, KvrecError)>;
+/// Ids of many rows (the app's ids: integers, or text for models trained on text ids), or
+/// the first failing row (0-based) and its error.
+pub type IdRows = std::result::Result<Vec<Vec<ItemId>>, (usize, KvrecError)>;
 
 /// What a scalar function returns, and the body that computes it.
 #[derive(Clone, Copy)]
 pub enum Body {
     Text(fn(&dyn SqlArgs) -> Result<String>),
-    /// Item ids, best first: a JSON array in SQLite, `LIST(BIGINT)` in DuckDB. The body takes
+    /// Item ids, best first: a JSON array in SQLite, `LIST(BIGINT)` in DuckDB (which refuses
+    /// a model's text ids with an error naming the table functions). The body takes
     /// every row of a DuckDB chunk at once, so it can rank them together; SQLite passes one.
     Ids(fn(&[&dyn SqlArgs]) -> IdRows),
 }
@@ -45,6 +48,9 @@ pub enum Column {
     Int,
     Real,
     Text,
+    /// An item id: INTEGER, or TEXT for a model trained on text ids (DuckDB decides when it
+    /// binds the call, from the model it names).
+    Id,
 }
 
 /// One cell of a table function's output.
@@ -103,9 +109,10 @@ impl Scalar {
         match self.body {
             Body::Text(f) => f(args),
             Body::Ids(f) => match f(&[args]) {
-                Ok(mut rows) => {
-                    Ok(serde_json::Value::from(rows.pop().unwrap_or_default()).to_string())
-                }
+                Ok(mut rows) => Ok(serde_json::to_string(&rows.pop().unwrap_or_default())
+                    .map_err(|e| KvrecError::Internal {
+                        detail: e.to_string(),
+                    })?),
                 Err((_, e)) => Err(e),
             },
         }
@@ -128,6 +135,7 @@ impl Column {
             Column::Int => "int",
             Column::Real => "real",
             Column::Text => "text",
+            Column::Id => "id",
         }
     }
 }
@@ -245,7 +253,7 @@ pub const SCALARS: &[Scalar] = &[
 /// `recommend_each` and `recommend_topk_each`: one row per ranked item.
 const RANKED: &[(&str, Column)] = &[
     ("rank", Column::Int),
-    ("id", Column::Int),
+    ("id", Column::Id),
     ("score", Column::Real),
     ("dropped_history", Column::Int),
     ("prompt_tokens", Column::Int),

@@ -1,14 +1,16 @@
 //! Model functions: load, unload, and `recommend()`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kvrec_core::error::{KvrecError, Result};
 use kvrec_core::options::{Mode, Options, CALL_OPTIONS, LOAD_OPTIONS, TOPK_OPTIONS};
-use kvrec_core::Request;
-use kvrec_llm::{rank, rank_batch, rank_catalog, registry, Ranking};
+use kvrec_core::request::parse_json;
+use kvrec_core::{ItemId, Request};
+use kvrec_llm::{rank, rank_batch, rank_catalog, registry, Model, Ranking};
 
 use super::catalog::IdRows;
-use super::prompt_fns::{request, HISTORY, OPTIONS, USER};
+use super::prompt_fns::{CANDIDATES, HISTORY, OPTIONS, USER};
 use super::{guarded, SqlArgs};
 
 pub const MODEL: &str = "the name of a model loaded with kvrec_load_model()";
@@ -45,18 +47,22 @@ fn internal(e: impl std::fmt::Display) -> KvrecError {
 
 const CALL: &[&str] = &["user", "history", "candidates", "options?"];
 
-/// What a `recommend`-style call asks for: the model's name, the request and the options.
-/// `(user, history, candidates)` uses `default`, `(model, user, history, candidates
-/// [, options])` the named one.
-pub fn parse_call(args: &dyn SqlArgs) -> Result<(String, Request, Options)> {
+/// What a `recommend`-style call asks for: the model, the request (in the model's ids) and
+/// the options. `(user, history, candidates)` uses `default`, `(model, user, history,
+/// candidates [, options])` the named one.
+pub fn parse_call(args: &dyn SqlArgs) -> Result<(Arc<Model>, Request, Options)> {
     let (name, call) = if args.len() == 3 {
         (DEFAULT_MODEL, args.tail(0, CALL))
     } else {
         (args.text(0, MODEL)?, args.tail(1, CALL))
     };
-    let request = request(call.as_ref())?;
+    let user = parse_json("user", call.text(0, USER)?)?;
+    let history = parse_json("history", call.text(1, HISTORY)?)?;
+    let candidates = parse_json("candidates", call.text(2, CANDIDATES)?)?;
     let options = Options::parse(call.opt_text(3, OPTIONS)?, CALL_OPTIONS)?;
-    Ok((name.to_string(), request, options))
+    let model = registry::get(name)?;
+    let request = model.request(&user, &history, Some(&candidates))?;
+    Ok((model, request, options))
 }
 
 /// A generated answer that is not a valid ranking is an error that quotes it.
@@ -81,11 +87,16 @@ pub fn checked(ranking: Ranking, options: &Options) -> Result<Ranking> {
     Ok(ranking)
 }
 
-/// Ranks with the model the call names.
-pub fn ranking(args: &dyn SqlArgs) -> Result<Ranking> {
-    let (name, request, options) = parse_call(args)?;
-    let model = registry::get(&name)?;
-    checked(rank(&model, &request, &options)?, &options)
+/// Ranks with the model the call names; the model comes along to map ids back.
+pub fn ranking(args: &dyn SqlArgs) -> Result<(Arc<Model>, Ranking)> {
+    let (model, request, options) = parse_call(args)?;
+    let ranking = checked(rank(&model, &request, &options)?, &options)?;
+    Ok((model, ranking))
+}
+
+/// A ranking's ids as the app's ids.
+pub fn app_ids(model: &Model, ranking: &Ranking) -> Vec<ItemId> {
+    ranking.ids.iter().map(|&id| model.app_id(id)).collect()
 }
 
 /// `recommend([model,] user, history, candidates [, options])` → ids, best first, of each row.
@@ -100,23 +111,22 @@ pub fn recommend_rows(rows: &[&dyn SqlArgs]) -> IdRows {
     let mut groups: BTreeMap<(&str, String), Vec<usize>> = BTreeMap::new();
     for (row, (model, _, options)) in calls.iter().enumerate() {
         groups
-            .entry((model.as_str(), format!("{options:?}")))
+            .entry((model.info.name.as_str(), format!("{options:?}")))
             .or_default()
             .push(row);
     }
     let mut ids = vec![Vec::new(); calls.len()];
-    for ((model_name, _), rows) in groups {
+    for (_, rows) in groups {
         let first = rows[0];
-        let model = registry::get(model_name).map_err(|e| (first, e))?;
-        let options = &calls[first].2;
+        let (model, _, options) = &calls[first];
         let requests: Vec<Request> = rows.iter().map(|&r| calls[r].1.clone()).collect();
         let results =
-            guarded(|| Ok(rank_batch(&model, &requests, options))).map_err(|e| (first, e))?;
+            guarded(|| Ok(rank_batch(model, &requests, options))).map_err(|e| (first, e))?;
         for (&row, result) in rows.iter().zip(results) {
-            ids[row] = result
+            let ranking = result
                 .and_then(|r| checked(r, options))
-                .map_err(|e| (row, e))?
-                .ids;
+                .map_err(|e| (row, e))?;
+            ids[row] = app_ids(model, &ranking);
         }
     }
     Ok(ids)
@@ -124,15 +134,16 @@ pub fn recommend_rows(rows: &[&dyn SqlArgs]) -> IdRows {
 
 const TOPK_CALL: &[&str] = &["user", "history", "k", "options?"];
 
-/// `recommend_topk([model,] user, history, k [, options])`: the model's name, the request
-/// (no candidates), `k` and the options.
-fn parse_topk(args: &dyn SqlArgs) -> Result<(String, Request, usize, Options)> {
+/// `recommend_topk([model,] user, history, k [, options])`: the model, the request (no
+/// candidates, in the model's ids), `k` and the options.
+fn parse_topk(args: &dyn SqlArgs) -> Result<(Arc<Model>, Request, usize, Options)> {
     let (name, call) = if args.len() == 3 {
         (DEFAULT_MODEL, args.tail(0, TOPK_CALL))
     } else {
         (args.text(0, MODEL)?, args.tail(1, TOPK_CALL))
     };
-    let request = Request::from_user_history_texts(call.text(0, USER)?, call.text(1, HISTORY)?)?;
+    let user = parse_json("user", call.text(0, USER)?)?;
+    let history = parse_json("history", call.text(1, HISTORY)?)?;
     let k = call.int(2, "an INTEGER number of items, e.g. 10")?;
     if !(1..=1 << 20).contains(&k) {
         return Err(KvrecError::OutOfRange {
@@ -141,14 +152,16 @@ fn parse_topk(args: &dyn SqlArgs) -> Result<(String, Request, usize, Options)> {
         });
     }
     let options = Options::parse(call.opt_text(3, OPTIONS)?, TOPK_OPTIONS)?;
-    Ok((name.to_string(), request, k as usize, options))
+    let model = registry::get(name)?;
+    let request = model.request(&user, &history, None)?;
+    Ok((model, request, k as usize, options))
 }
 
 /// The `k` best items of the named model's whole catalog for the call's user and history.
-pub fn topk_ranking(args: &dyn SqlArgs) -> Result<Ranking> {
-    let (name, request, k, options) = parse_topk(args)?;
-    let model = registry::get(&name)?;
-    rank_catalog(&model, &request, k, &options)
+pub fn topk_ranking(args: &dyn SqlArgs) -> Result<(Arc<Model>, Ranking)> {
+    let (model, request, k, options) = parse_topk(args)?;
+    let ranking = rank_catalog(&model, &request, k, &options)?;
+    Ok((model, ranking))
 }
 
 /// `recommend_topk([model,] user, history, k [, options])` → ids, best first, of each row.
@@ -157,7 +170,7 @@ pub fn recommend_topk_rows(rows: &[&dyn SqlArgs]) -> IdRows {
         .enumerate()
         .map(|(row, args)| {
             guarded(|| topk_ranking(*args))
-                .map(|r| r.ids)
+                .map(|(model, r)| app_ids(&model, &r))
                 .map_err(|e| (row, e))
         })
         .collect()

@@ -5,7 +5,9 @@ use kvrec_core::augment::{augment_dataset, Strategy, DEFAULT_COPIES};
 use kvrec_core::error::{KvrecError, Result};
 use kvrec_core::options::Options;
 use kvrec_core::request::Request;
-use kvrec_llm::{registry, Ranking};
+use kvrec_core::ItemId;
+use kvrec_llm::{registry, Model, Ranking};
+use std::sync::Arc;
 
 use super::catalog::{Body, Value, SCALARS, TABLES};
 use super::model_fns::{ranking, topk_ranking};
@@ -110,6 +112,16 @@ pub fn functions(_: &dyn SqlArgs) -> Result<Vec<Vec<Value>>> {
     Ok(scalars.chain(tables).collect())
 }
 
+/// Whether the model a `recommend_each`-style call names answers with text ids (its `id`
+/// column is then TEXT in DuckDB); false when it names no loaded model.
+pub fn text_ids(model_arg: &dyn SqlArgs) -> bool {
+    model_arg
+        .text(0, super::model_fns::MODEL)
+        .ok()
+        .and_then(|name| registry::get(name).ok())
+        .is_some_and(|m| m.ids.as_ref().is_some_and(|ids| ids.has_text()))
+}
+
 /// `kvrec_models()`: one row per loaded model.
 pub fn models(_: &dyn SqlArgs) -> Result<Vec<Vec<Value>>> {
     Ok(registry::list()
@@ -132,8 +144,8 @@ pub fn models(_: &dyn SqlArgs) -> Result<Vec<Vec<Value>>> {
         .collect())
 }
 
-/// Rows `(rank, id, score, dropped_history, prompt_tokens)`, best first.
-fn ranked_rows(r: Ranking) -> Vec<Vec<Value>> {
+/// Rows `(rank, id, score, dropped_history, prompt_tokens)`, best first, ids the app's.
+fn ranked_rows((model, r): (Arc<Model>, Ranking)) -> Vec<Vec<Value>> {
     r.ids
         .iter()
         .zip(&r.scores)
@@ -141,7 +153,10 @@ fn ranked_rows(r: Ranking) -> Vec<Vec<Value>> {
         .map(|(i, (&id, &score))| {
             vec![
                 Value::Int(i as i64 + 1),
-                Value::Int(id),
+                match model.app_id(id) {
+                    ItemId::Int(v) => Value::Int(v),
+                    ItemId::Text(s) => Value::Text(s),
+                },
                 Value::Real(score),
                 Value::Int(r.dropped_history as i64),
                 Value::Int(r.prompt_tokens as i64),

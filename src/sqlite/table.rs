@@ -25,6 +25,8 @@ fn schema(table: &Table) -> String {
             Column::Int => "INTEGER",
             Column::Real => "REAL",
             Column::Text => "TEXT",
+            // Integer or text, by the model's ids: no declared type.
+            Column::Id => "ANY",
         };
         format!("{name} {ty}")
     });
