@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::cowatch::{CoWatch, CoWatchParams};
-use crate::movielens::{Dataset, Movie};
+use crate::interactions::{Interactions, Item};
+use crate::movielens::Dataset;
 
 /// Every knob of the protocol; the defaults are the paper's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -112,29 +113,37 @@ pub struct ProtocolData {
     pub train_sequences: Vec<Sequence>,
 }
 
+/// Each user's `(item, rating)` pairs in time order, users ascending.
+pub type UserSequences = Vec<(i64, Vec<(i64, Option<i64>)>)>;
+
 /// Applies the 5-core filter and returns each remaining user's items in time order, ties in
 /// time ordered by `ties` (movie id is what `sql/requests.sql` does).
-pub fn sequences(
-    data: &Dataset,
+pub fn sequences(data: &Dataset, min_interactions: usize, ties: TieOrder) -> UserSequences {
+    event_sequences(&Interactions::from(data), min_interactions, ties)
+}
+
+/// [`sequences`] of any [`Interactions`]: each user's `(item, rating)` in time order.
+pub fn event_sequences(
+    data: &Interactions,
     min_interactions: usize,
     ties: TieOrder,
-) -> Vec<(i64, Vec<(i64, i64)>)> {
+) -> UserSequences {
     let mut per_user: HashMap<i64, usize> = HashMap::new();
     let mut per_item: HashMap<i64, usize> = HashMap::new();
-    for r in &data.ratings {
-        *per_user.entry(r.user_id).or_default() += 1;
-        *per_item.entry(r.movie_id).or_default() += 1;
+    for e in &data.events {
+        *per_user.entry(e.user).or_default() += 1;
+        *per_item.entry(e.item).or_default() += 1;
     }
-    let mut by_user: HashMap<i64, Vec<(i64, i64, i64)>> = HashMap::new();
-    for r in &data.ratings {
-        if per_user[&r.user_id] >= min_interactions && per_item[&r.movie_id] >= min_interactions {
+    let mut by_user: HashMap<i64, Vec<(i64, i64, Option<i64>)>> = HashMap::new();
+    for e in &data.events {
+        if per_user[&e.user] >= min_interactions && per_item[&e.item] >= min_interactions {
             by_user
-                .entry(r.user_id)
+                .entry(e.user)
                 .or_default()
-                .push((r.ts, r.movie_id, r.rating));
+                .push((e.time, e.item, e.rating));
         }
     }
-    let mut out: Vec<(i64, Vec<(i64, i64)>)> = by_user
+    let mut out: UserSequences = by_user
         .into_iter()
         .map(|(user, mut items)| {
             match ties {
@@ -155,12 +164,15 @@ pub fn sequences(
     out
 }
 
-/// Builds the train and test instances and the training sequences.
+/// Builds the train and test instances and the training sequences of a MovieLens data set.
 pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
-    let movies: HashMap<i64, &Movie> = data.movies.iter().map(|m| (m.id, m)).collect();
-    let users: HashMap<i64, &crate::movielens::User> =
-        data.users.iter().map(|u| (u.id, u)).collect();
-    let sequences = sequences(data, config.min_interactions, config.tie_order);
+    build_from(&Interactions::from(data), config)
+}
+
+/// Builds the train and test instances and the training sequences.
+pub fn build_from(data: &Interactions, config: &ProtocolConfig) -> ProtocolData {
+    let movies: HashMap<i64, &Item> = data.items.iter().map(|(id, m)| (*id, m)).collect();
+    let sequences = event_sequences(data, config.min_interactions, config.tie_order);
     let mut universe: Vec<i64> = sequences
         .iter()
         .flat_map(|(_, items)| items.iter().map(|(m, _)| *m))
@@ -178,7 +190,7 @@ pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
         .collect();
     let popularity = popularity(&train_sequences);
 
-    let eligible: Vec<&(i64, Vec<(i64, i64)>)> = sequences
+    let eligible: Vec<_> = sequences
         .iter()
         .filter(|(_, items)| items.len() >= 3)
         .collect();
@@ -207,9 +219,10 @@ pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
         train_sequences,
     };
     for (user_id, items) in eligible {
-        let user = users
+        let user = data
+            .users
             .get(user_id)
-            .map_or_else(|| json!({}), |u| user_json(u));
+            .map_or_else(|| json!({}), |keys| Value::Object(keys.clone()));
         let rated: HashSet<i64> = items.iter().map(|(m, _)| *m).collect();
         // Only the co-watch keys read the user's own pair counts.
         let own = own_sequences
@@ -242,7 +255,7 @@ pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
             let start = target_index.saturating_sub(config.max_history);
             let history: Vec<Value> = items[start..target_index]
                 .iter()
-                .map(|(m, rating)| history_json(*m, *rating, &movies))
+                .map(|(m, rating)| Item::history_json(movies.get(m).copied(), *m, *rating))
                 .collect();
             let history_ids: Vec<i64> =
                 items[start..target_index].iter().map(|(m, _)| *m).collect();
@@ -297,22 +310,8 @@ fn sample_negatives(universe: &[i64], rated: &HashSet<i64>, k: usize, rng: &mut 
     chosen
 }
 
-fn user_json(u: &crate::movielens::User) -> Value {
-    json!({"gender": u.gender, "age": u.age, "occupation": u.occupation})
-}
-
-fn history_json(movie_id: i64, rating: i64, movies: &HashMap<i64, &Movie>) -> Value {
-    let movie = movies.get(&movie_id);
-    json!({
-        "id": movie_id,
-        "title": movie.map_or_else(|| format!("movie {movie_id}"), |m| m.title.clone()),
-        "rating": rating,
-        "genres": movie.map_or("", |m| m.genres.as_str()),
-    })
-}
-
 struct CandidateKeys<'a> {
-    movies: &'a HashMap<i64, &'a Movie>,
+    movies: &'a HashMap<i64, &'a Item>,
     popularity: &'a HashMap<i64, usize>,
     co_watch: &'a CoWatch,
     wanted: &'a [String],
@@ -347,13 +346,12 @@ impl CandidateKeys<'_> {
         let movie = self.movies.get(&id);
         let mut object = Map::new();
         object.insert("id".into(), json!(id));
-        object.insert(
-            "title".into(),
-            json!(movie.map_or_else(|| format!("movie {id}"), |m| m.title.clone())),
-        );
+        if let Some(title) = movie.and_then(|m| m.title.as_ref()) {
+            object.insert("title".into(), json!(title));
+        }
         for key in self.wanted {
             let value = match key.as_str() {
-                "genres" => json!(movie.map_or("", |m| m.genres.as_str())),
+                "genres" => json!(movie.and_then(|m| m.genres.as_deref()).unwrap_or("")),
                 "year" => json!(movie.and_then(|m| m.year)),
                 "popularity" => json!(self.popularity.get(&id).copied().unwrap_or(0)),
                 // Tenths of the tuned co-occurrence score: an integer keeps the prompt short
@@ -366,6 +364,11 @@ impl CandidateKeys<'_> {
                 _ => continue,
             };
             object.insert(key.clone(), value);
+        }
+        if let Some(movie) = movie {
+            for (key, value) in &movie.keys {
+                object.entry(key.clone()).or_insert_with(|| value.clone());
+            }
         }
         Value::Object(object)
     }

@@ -397,7 +397,7 @@ fn the_tie_rule_changes_only_the_order_within_a_second() {
     let mut reordered_users = 0;
     for ((user, a), (user_b, b)) in by_id.iter().zip(&by_file) {
         assert_eq!(user, user_b);
-        let times = |items: &[(i64, i64)]| -> Vec<i64> {
+        let times = |items: &[(i64, Option<i64>)]| -> Vec<i64> {
             items.iter().map(|(m, _)| ts[&(*user, *m)]).collect()
         };
         // Same items at the same times: only the order inside a second may differ.
