@@ -28,6 +28,43 @@ pub fn write_with(
     Ok(())
 }
 
+/// A fresh `<dir>.partial` folder to write a whole output folder into before
+/// [`finish_dir`] renames it to `dir`.
+/// A `dir` that exists must be an earlier output (it holds `marker`) or empty, since
+/// [`finish_dir`] replaces it.
+pub fn partial_dir(dir: &Path, marker: &str) -> Result<std::path::PathBuf> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty && !dir.join(marker).exists() {
+            anyhow::bail!(
+                "{} exists and is not an earlier output (it has no {marker}); choose a new \
+                 or empty --out folder",
+                dir.display()
+            );
+        }
+    }
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".partial");
+    let partial = std::path::PathBuf::from(name);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("removing the leftover {}", partial.display()))?;
+    }
+    std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    Ok(partial)
+}
+
+/// Replaces `dir` (if any) with the completed `partial` folder.
+pub fn finish_dir(partial: &Path, dir: &Path) -> Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("replacing {}", dir.display()))?;
+    }
+    std::fs::rename(partial, dir).with_context(|| format!("writing {}", dir.display()))
+}
+
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     write_with(path, |out| Ok(out.write_all(bytes)?))
 }

@@ -11,10 +11,11 @@ use kvrec_core::template::{CandidateIdPosition, TemplateSpec};
 use kvrec_finetune::baselines::{CoOccurrenceScorer, PopularityScorer, RandomScorer, Scorer};
 use kvrec_finetune::catalog_eval;
 use kvrec_finetune::cowatch::CoWatchParams;
+use kvrec_finetune::interactions::Interactions;
 use kvrec_finetune::protocol::{ProtocolConfig, Sequence, CANDIDATE_KEYS};
 use kvrec_finetune::train::{self, lora::LoraSpec, TrainConfig};
 use kvrec_finetune::training_data::TrainingRow;
-use kvrec_finetune::{bench, db, eval, io, movielens, protocol, training_data};
+use kvrec_finetune::{bench, db, eval, io, movielens, protocol, recipe, training_data};
 
 /// How `eval` has a model rank: clap parses it, so a misspelt mode lists the choices.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -56,8 +57,13 @@ enum Command {
     /// Build the paper's train and test requests (JSONL) and augmented training data.
     Data {
         /// The unpacked MovieLens folder.
+        #[arg(long, required_unless_present = "recipe", conflicts_with = "recipe")]
+        from: Option<PathBuf>,
+        /// A recipe (TOML) with SQL queries over your own SQLite/DuckDB database or CSV
+        /// files: interactions (user, item, time [, rating]), and optionally item and user
+        /// keys. Your ids may be text or any integers; the model answers with them.
         #[arg(long)]
-        from: PathBuf,
+        recipe: Option<PathBuf>,
         /// Output folder: train.jsonl, test.jsonl, train_sequences.jsonl, train-<variant>.jsonl, manifest.json
         #[arg(long)]
         out: PathBuf,
@@ -313,6 +319,7 @@ fn main() -> Result<()> {
         }
         Command::Data {
             from,
+            recipe,
             out,
             seed,
             history,
@@ -346,11 +353,32 @@ fn main() -> Result<()> {
                 train_targets,
                 tie_order,
             };
-            let data = protocol::build(&movielens::read(&from)?, &config);
-            std::fs::create_dir_all(&out)?;
+            let (source, interactions) = match (&from, &recipe) {
+                (Some(dir), _) => (dir, Interactions::from(&movielens::read(dir)?)),
+                (None, Some(path)) => (path, recipe::read(path)?),
+                (None, None) => bail!("pass --from <MovieLens folder> or --recipe <recipe.toml>"),
+            };
+            let data = protocol::build_from(&interactions, &config);
+            if data.train_sequences.is_empty() {
+                bail!(
+                    "no user has {min_interactions} interactions with items that have \
+                     {min_interactions} too (the {min_interactions}-core filter); lower \
+                     --min-interactions or add data"
+                );
+            }
+            // Everything goes to <out>.partial first and is renamed into place at the end, so
+            // an interrupted run never leaves a folder that looks complete.
+            let final_out = out;
+            let out = io::partial_dir(&final_out, "manifest.json")?;
             io::write_jsonl(&out.join("train.jsonl"), &data.train)?;
             io::write_jsonl(&out.join("test.jsonl"), &data.test)?;
             io::write_jsonl(&out.join("train_sequences.jsonl"), &data.train_sequences)?;
+            if let Some(ids) = &interactions.item_ids {
+                io::write_atomically(
+                    &out.join(recipe::ITEM_IDS_FILE),
+                    serde_json::to_string(ids)?.as_bytes(),
+                )?;
+            }
             if let Some(path) = &sqlite {
                 let all: Vec<_> = data.train.iter().chain(&data.test).collect();
                 db::write_requests(path, &all)?;
@@ -363,7 +391,7 @@ fn main() -> Result<()> {
                 written[file] = json!(rows.len());
             }
             let manifest = json!({
-                "source": from.display().to_string(),
+                "source": source.display().to_string(),
                 "config": config,
                 "copies": copies,
                 "train": data.train.len(),
@@ -375,12 +403,13 @@ fn main() -> Result<()> {
                 out.join("manifest.json"),
                 serde_json::to_string_pretty(&manifest)?,
             )?;
+            io::finish_dir(&out, &final_out)?;
             eprintln!(
                 "{} train and {} test requests, variants {:?}, written to {} in {:.1} s",
                 data.train.len(),
                 data.test.len(),
                 variants,
-                out.display(),
+                final_out.display(),
                 start.elapsed().as_secs_f64()
             );
         }
@@ -510,6 +539,7 @@ fn main() -> Result<()> {
                     Some(path) => io::read_jsonl(path)?,
                     None => Vec::new(),
                 };
+                train::carry_item_ids(&data, &out)?;
                 let corpus = train::Corpus::Sequences {
                     sequences: &sequences,
                     valid: &valid,

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::GgmlDType;
+use kvrec_core::ItemId;
 use kvrec_llm::gguf::{GgufWriter, MetaValue, TensorType};
 use kvrec_llm::llama_file::{LlamaFile, LlamaShape};
 
@@ -14,6 +15,7 @@ use super::base::Base;
 use super::checkpoint::{self, Saved};
 use super::lora::Lora;
 use super::model::{Transformer, RMS_EPS, ROPE_THETA};
+use crate::recipe::ITEM_IDS_FILE;
 
 /// Storage type of the exported matrices: `f16`, `f32` or `q8_0`.
 pub fn parse_dtype(name: &str) -> Result<GgmlDType> {
@@ -47,12 +49,17 @@ pub fn export(run: &Path, gguf: &Path, dtype: GgmlDType, name: &str) -> Result<L
     };
     let (model, _) = checkpoint::load_model(&weights, shape, saved.config.tied)?;
     let items = catalog(run)?;
+    let app_ids = match &items {
+        Some(items) => app_ids(run, items)?,
+        None => None,
+    };
     LlamaFile {
         name,
         shape,
         vocab: &vocab,
         template: Some(&saved.config.template),
         items: items.as_deref(),
+        item_ids: app_ids.as_deref(),
         weights: model.weights()?.into_iter().map(|(_, _, w)| w).collect(),
         matrix_type,
         rope_theta: ROPE_THETA,
@@ -74,6 +81,29 @@ fn catalog(run: &Path) -> Result<Option<Vec<i64>>> {
     Ok(Some(serde_json::from_str(&text).with_context(|| {
         format!("{} is not a JSON array of item ids", path.display())
     })?))
+}
+
+/// The app's ids of `catalog`'s dense ids, when the run's data came from a recipe (its
+/// [`ITEM_IDS_FILE`] lists the app id of dense id `i + 1` at index `i`).
+fn app_ids(run: &Path, catalog: &[i64]) -> Result<Option<Vec<ItemId>>> {
+    let path = run.join(ITEM_IDS_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let all: Vec<ItemId> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a JSON array of ids", path.display()))?;
+    catalog
+        .iter()
+        .map(|&d| {
+            usize::try_from(d - 1)
+                .ok()
+                .and_then(|i| all.get(i).cloned())
+                .with_context(|| format!("item {d} of the catalog has no id in {}", path.display()))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 /// Writes a LoRA run's adapters as a llama.cpp adapter GGUF (`general.type = adapter`), to

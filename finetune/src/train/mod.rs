@@ -443,6 +443,36 @@ pub fn run(
 /// catalog.
 pub const CATALOG_FILE: &str = "items.json";
 
+/// Copies the item id map that `data --recipe` wrote beside the sequences into the run
+/// folder `out`, where export finds it; sequence files from different data folders must
+/// share one map.
+pub fn carry_item_ids(data: &[std::path::PathBuf], out: &Path) -> Result<()> {
+    let mut found: Option<(std::path::PathBuf, String)> = None;
+    for path in data {
+        let ids = path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(crate::recipe::ITEM_IDS_FILE);
+        if !ids.exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&ids)?;
+        match &found {
+            Some((first, seen)) if seen != &text => bail!(
+                "{} and {} map item ids differently; train on sequences of one data folder",
+                first.display(),
+                ids.display()
+            ),
+            _ => found = Some((ids, text)),
+        }
+    }
+    if let Some((_, text)) = found {
+        std::fs::create_dir_all(out)?;
+        crate::io::write_atomically(&out.join(crate::recipe::ITEM_IDS_FILE), text.as_bytes())?;
+    }
+    Ok(())
+}
+
 /// [`run`] on any [`Corpus`].
 pub fn run_corpus(
     config: &TrainConfig,
