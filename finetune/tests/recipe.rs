@@ -243,3 +243,49 @@ fn an_interrupted_run_keeps_the_previous_output_whole() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("is not an earlier output"));
     assert!(other.join("notes.txt").exists());
 }
+
+#[test]
+fn a_duckdb_source_gives_what_the_same_tables_give_in_sqlite() {
+    if !kvrec_test_support::duckdb_available() {
+        return;
+    }
+    let sql = orders(&SKUS, 8, 6);
+    let dir = app("duckdb", &sql, RECIPE);
+    let made = Command::new("python3")
+        .args([
+            "-c",
+            "import duckdb, sys; con = duckdb.connect(sys.argv[1]); \
+             [con.execute(s) for s in sys.argv[2].split(';\\n') if s.strip()]",
+        ])
+        .arg(dir.join("shop.duckdb"))
+        // DuckDB wants typed columns, and `at` is one of its keywords.
+        .arg(sql.replacen(
+            "CREATE TABLE orders(customer TEXT, sku, at TEXT, stars)",
+            "CREATE TABLE orders(customer TEXT, sku TEXT, \"at\" TEXT, stars INTEGER)",
+            1,
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    std::fs::write(
+        dir.join("duck.toml"),
+        RECIPE
+            .replace("sqlite = \"shop.db\"", "duckdb = \"shop.duckdb\"")
+            // DuckDB's own time function, as a DuckDB user would write it.
+            .replace("at AS time", r#"epoch(\"at\"::TIMESTAMP)::BIGINT AS time"#),
+    )
+    .unwrap();
+    let from_sqlite = recipe::read(&dir.join("recipe.toml")).unwrap();
+    let from_duckdb = recipe::read(&dir.join("duck.toml")).unwrap();
+    assert_eq!(from_duckdb.item_ids, from_sqlite.item_ids);
+    assert_eq!(from_duckdb.user_ids, from_sqlite.user_ids);
+    let mut a = from_sqlite.events.clone();
+    let mut b = from_duckdb.events.clone();
+    a.sort_by_key(|e| (e.user, e.time));
+    b.sort_by_key(|e| (e.user, e.time));
+    assert_eq!(a, b);
+}
