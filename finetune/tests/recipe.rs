@@ -251,25 +251,20 @@ fn a_duckdb_source_gives_what_the_same_tables_give_in_sqlite() {
     }
     let sql = orders(&SKUS, 8, 6);
     let dir = app("duckdb", &sql, RECIPE);
-    let made = Command::new("python3")
-        .args([
-            "-c",
-            "import duckdb, sys; con = duckdb.connect(sys.argv[1]); \
+    kvrec_test_support::run(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import duckdb, sys; con = duckdb.connect(sys.argv[1]); \
              [con.execute(s) for s in sys.argv[2].split(';\\n') if s.strip()]",
-        ])
-        .arg(dir.join("shop.duckdb"))
-        // DuckDB wants typed columns, and `at` is one of its keywords.
-        .arg(sql.replacen(
-            "CREATE TABLE orders(customer TEXT, sku, at TEXT, stars)",
-            "CREATE TABLE orders(customer TEXT, sku TEXT, \"at\" TEXT, stars INTEGER)",
-            1,
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+            ])
+            .arg(dir.join("shop.duckdb"))
+            // DuckDB wants typed columns, and `at` is one of its keywords.
+            .arg(sql.replacen(
+                "CREATE TABLE orders(customer TEXT, sku, at TEXT, stars)",
+                "CREATE TABLE orders(customer TEXT, sku TEXT, \"at\" TEXT, stars INTEGER)",
+                1,
+            )),
     );
     std::fs::write(
         dir.join("duck.toml"),
