@@ -64,11 +64,6 @@ impl Request {
         )
     }
 
-    /// Parses the user and history JSON texts of a call without candidates.
-    pub fn from_user_history_texts(user: &str, history: &str) -> Result<Request> {
-        Request::without_candidates(&parse_json("user", user)?, &parse_json("history", history)?)
-    }
-
     /// Builds a request from already-parsed JSON values.
     pub fn from_values(user: &Value, history: &Value, candidates: &Value) -> Result<Request> {
         let mut request = Request::without_candidates(user, history)?;

@@ -17,7 +17,7 @@ pub const STRATEGY: &str = "a strategy name such as 'SC', 'SO', 'M3' or 'SC+SO'"
 pub const SEED: &str = "an INTEGER seed";
 
 /// Parses the user/history/candidates arguments at positions 0, 1 and 2.
-pub fn request(args: &dyn SqlArgs) -> Result<Request> {
+fn request(args: &dyn SqlArgs) -> Result<Request> {
     Request::from_json_texts(
         args.text(0, USER)?,
         args.text(1, HISTORY)?,
