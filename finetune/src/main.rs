@@ -191,6 +191,10 @@ enum Command {
         /// template with layout "sequence" and --number-tokens ≥ the largest item id).
         #[arg(long, default_value_t = 0)]
         sequence_window: usize,
+        /// Sequence stage: each target attends to only its last N items (and the BOS), exactly
+        /// what a served prompt of N history items shows the model; 0 = the whole window.
+        #[arg(long, default_value_t = 0)]
+        attention_span: usize,
         /// Dropout on embeddings and sublayer outputs (sequence stage).
         #[arg(long, default_value_t = 0.0)]
         dropout: f64,
@@ -474,6 +478,7 @@ fn main() -> Result<()> {
             lora_layers,
             order_rest_by,
             sequence_window,
+            attention_span,
             dropout,
             valid,
             patience,
@@ -526,6 +531,7 @@ fn main() -> Result<()> {
                 base,
                 order_rest_by,
                 sequence_window,
+                attention_span,
                 dropout,
                 valid: valid.clone(),
                 patience,

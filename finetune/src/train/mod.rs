@@ -90,6 +90,10 @@ pub struct TrainConfig {
     /// windows of this many items with the softmax over every item; 0 = training rows.
     #[serde(default)]
     pub sequence_window: usize,
+    /// Sequence stage: each target attends to its last this many items and the BOS, as a
+    /// served prompt of that many items does (0: the whole window).
+    #[serde(default)]
+    pub attention_span: usize,
     /// Dropout rate on embeddings and sublayer outputs (sequence stage).
     #[serde(default)]
     pub dropout: f64,
@@ -134,6 +138,7 @@ impl Default for TrainConfig {
             answer_weight: 1,
             init_from: None,
             sequence_window: 0,
+            attention_span: 0,
             dropout: 0.0,
             valid: None,
             patience: 0,
@@ -500,7 +505,7 @@ pub fn run_corpus(
             );
         }
     }
-    let (model, tokenizer) = match (&config.base, &config.lora) {
+    let (mut model, tokenizer) = match (&config.base, &config.lora) {
         (Some(base), Some(spec)) => {
             let base = Base::read(base)?;
             let mut model = base.model()?;
@@ -576,6 +581,7 @@ pub fn run_corpus(
                 &config.template,
                 config.sequence_window.min(context.saturating_sub(1)),
             )?;
+            model.attention_span = (config.attention_span > 0).then_some(config.attention_span);
             let items = sequence::ItemClasses::new(
                 tokenizer.as_ref(),
                 &config.template,

@@ -66,6 +66,11 @@ pub struct Transformer {
     sin: Tensor,
     /// Gemma's local layers' RoPE tables.
     local_rope: Option<(Tensor, Tensor)>,
+    /// Training only: each position attends to the BOS and its last `n` tokens, with the BOS
+    /// key rotated as if `n` tokens back, as in a served prompt of `n` items (see
+    /// [`spanned_scores`]): exact for one layer; through `L` layers a target reads at most
+    /// `L·n` items back, not the whole training window.
+    pub attention_span: Option<usize>,
 }
 
 impl Transformer {
@@ -179,6 +184,7 @@ impl Transformer {
             cos,
             sin,
             local_rope,
+            attention_span: None,
         };
         // Every tensor the forward reads must be there: fail here, not mid-training.
         for layer in 0..shape.n_layer {
@@ -355,7 +361,13 @@ impl Transformer {
                 Some(w) if w < t => mask(t, Some(w), ids.device())?,
                 _ => causal.clone(),
             };
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&layer_mask)?;
+            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+            let scores = match self.attention_span {
+                Some(span) if !gemma && t > span + 1 => {
+                    spanned_scores(&scores, &q, &k, span, scale, (&cos, &sin))?
+                }
+                _ => scores.broadcast_add(&layer_mask)?,
+            };
             let attended = softmax(&scores, D::Minus1)?
                 .matmul(&v)?
                 .transpose(1, 2)?
@@ -541,6 +553,51 @@ fn rope_tables(
     Ok((angles.cos()?, angles.sin()?))
 }
 
+/// Attention scores `(b, h, t, t)` limited to a span: query `i` sees the keys of positions
+/// `i - span + 1 ..= i` and the BOS at position 0, whose key is rotated to position
+/// `i - span` (or 0) instead — the BOS sits `min(i, span)` back, as in a served prompt of
+/// `span` items. Under RoPE a score depends only on the distance, so each target's scores
+/// equal those of llama.cpp's causal pass over `[BOS, its last span items]` given the same
+/// key states: a model trained on long windows reads the context it is served with.
+fn spanned_scores(
+    scores: &Tensor,
+    q: &Tensor,
+    k: &Tensor,
+    span: usize,
+    scale: f64,
+    (cos, sin): (&Tensor, &Tensor),
+) -> Result<Tensor> {
+    let (b, h, t, head_dim) = q.dims4()?;
+    let device = q.device();
+    // RoPE at position 0 is the identity, so k's first row is the BOS key unrotated.
+    let bos_key = k
+        .narrow(2, 0, 1)?
+        .broadcast_as((b, h, t, head_dim))?
+        .contiguous()?;
+    let positions: Vec<u32> = (0..t).map(|i| i.saturating_sub(span) as u32).collect();
+    let positions = Tensor::new(positions.as_slice(), device)?;
+    let bos_key = rope_i_slow(
+        &bos_key,
+        &cos.index_select(&positions, 0)?,
+        &sin.index_select(&positions, 0)?,
+    )?;
+    let bos_scores = ((q * bos_key)?.sum_keepdim(D::Minus1)? * scale)?;
+    let band: Vec<f32> = (0..t)
+        .flat_map(|i| {
+            (1..t).map(move |j| {
+                if j > i || i - j >= span {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    let band = Tensor::from_vec(band, (t, t - 1), device)?;
+    let rest = scores.narrow(3, 1, t - 1)?.broadcast_add(&band)?;
+    Tensor::cat(&[&bos_scores, &rest], 3)
+}
+
 /// Causal attention mask `(t, t)`; with `window`, a query also ignores keys `window` or more
 /// positions back (llama.cpp's sliding-window rule).
 fn mask(t: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
@@ -659,5 +716,58 @@ mod tests {
             g_frozen.get(&w).is_none(),
             "no gradient kept for the frozen weight"
         );
+    }
+
+    #[test]
+    fn a_spanned_target_reads_what_a_served_prompt_of_span_items_gives() {
+        let shape = LlamaShape {
+            n_vocab: 50,
+            n_embd: 16,
+            n_layer: 1,
+            n_head: 2,
+            n_head_kv: 2,
+            n_ff: 32,
+            context: 64,
+        };
+        // One layer: with more, a key's own state has read `span` items further back.
+        let mut model = Transformer::init(shape, 7, false).unwrap();
+        let span = 5;
+        let ids: Vec<u32> = std::iter::once(1)
+            .chain((0..29).map(|i| 3 + (i * 7) % 40))
+            .collect();
+        let long = Tensor::new(ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let full = model.hidden(&long).unwrap();
+        model.attention_span = Some(span);
+        let spanned = model.hidden(&long).unwrap();
+        model.attention_span = None;
+        let row = |h: &Tensor, i: usize| -> Vec<f32> {
+            h.get(0).unwrap().get(i).unwrap().to_vec1().unwrap()
+        };
+        for i in [1, span, span + 1, 17, ids.len() - 1] {
+            // What llama.cpp computes for the served prompt: BOS and the last `span` items.
+            let first = i.saturating_sub(span - 1).max(1);
+            let served: Vec<u32> = std::iter::once(ids[0])
+                .chain(ids[first..=i].iter().copied())
+                .collect();
+            let served = Tensor::new(served.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let served = model.hidden(&served).unwrap();
+            let last = served.dim(1).unwrap() - 1;
+            let (want, got) = (row(&served, last), row(&spanned, i));
+            let gap = want
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(gap < 1e-4, "position {i}: spanned forward differs by {gap}");
+        }
+        // Past the span the full causal forward reads more, and differs.
+        let (a, b) = (row(&full, 20), row(&spanned, 20));
+        assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-3));
     }
 }
