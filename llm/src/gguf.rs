@@ -1,22 +1,95 @@
-//! A small GGUF (v3) writer: enough to write the models kvrec trains and the test models its
-//! tests make. Tensors are F32, F16 or Q8_0, in PyTorch (out, in) order; dims are written in
-//! ggml order (innermost first), as llama.cpp expects.
+//! The project's one GGUF (v3) writer: the models kvrec trains, the LoRA merges it writes
+//! over a base file, and the test models its tests make. Tensors are encoded here as F32, F16
+//! or Q8_0, or come already in any ggml type (a base file's tensors, candle's quantizers);
+//! shapes are given in PyTorch (out, in) order and written in ggml order (innermost first),
+//! as llama.cpp expects.
 
 use std::io::{self, Write};
 
 const ALIGNMENT: usize = 32;
 
-/// A metadata value.
+/// A metadata value: every GGUF value type, so a base file's metadata is written back as read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetaValue {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
     U32(u32),
     I32(i32),
+    U64(u64),
+    I64(i64),
     F32(f32),
+    F64(f64),
     Bool(bool),
     String(String),
-    StringArray(Vec<String>),
-    I32Array(Vec<i32>),
-    F32Array(Vec<f32>),
+    /// Elements of one type (an empty array is written as an array of U8).
+    Array(Vec<MetaValue>),
+}
+
+impl MetaValue {
+    pub fn strings(items: &[String]) -> Self {
+        MetaValue::Array(items.iter().cloned().map(MetaValue::String).collect())
+    }
+
+    pub fn i32s(items: &[i32]) -> Self {
+        MetaValue::Array(items.iter().copied().map(MetaValue::I32).collect())
+    }
+
+    /// GGUF's value type id.
+    fn type_id(&self) -> u32 {
+        match self {
+            MetaValue::U8(_) => 0,
+            MetaValue::I8(_) => 1,
+            MetaValue::U16(_) => 2,
+            MetaValue::I16(_) => 3,
+            MetaValue::U32(_) => 4,
+            MetaValue::I32(_) => 5,
+            MetaValue::F32(_) => 6,
+            MetaValue::Bool(_) => 7,
+            MetaValue::String(_) => 8,
+            MetaValue::Array(_) => 9,
+            MetaValue::U64(_) => 10,
+            MetaValue::I64(_) => 11,
+            MetaValue::F64(_) => 12,
+        }
+    }
+
+    /// The value without its type id (an array's elements are written so).
+    fn write_payload(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        match self {
+            MetaValue::U8(v) => out.push(*v),
+            MetaValue::I8(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::U16(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::I16(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::U32(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::I32(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::U64(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::F32(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::Bool(v) => out.push(u8::from(*v)),
+            MetaValue::String(s) => write_string(out, s)?,
+            MetaValue::Array(items) => {
+                let elem = items.first().map_or(0, MetaValue::type_id);
+                if let Some(other) = items.iter().find(|v| v.type_id() != elem) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "a GGUF array mixes value types {elem} and {}",
+                            other.type_id()
+                        ),
+                    ));
+                }
+                out.extend_from_slice(&elem.to_le_bytes());
+                out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+                for item in items {
+                    item.write_payload(out)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How a tensor's values are stored in the file.
@@ -68,8 +141,9 @@ struct Tensor {
     name: String,
     /// PyTorch order: outermost first.
     shape: Vec<usize>,
-    kind: TensorType,
-    data: Vec<f32>,
+    /// ggml's type id of `bytes`.
+    ggml_type: u32,
+    bytes: Vec<u8>,
 }
 
 /// Collects metadata and tensors, then writes one GGUF file.
@@ -110,8 +184,26 @@ impl GgufWriter {
         self.tensors.push(Tensor {
             name: name.to_string(),
             shape: shape.to_vec(),
-            kind,
-            data,
+            ggml_type: kind.id(),
+            bytes: kind.encode(&data),
+        });
+        self
+    }
+
+    /// Adds a tensor already in ggml's encoding of type `ggml_type` (a base file's tensor, or
+    /// one a quantizer wrote), shape in PyTorch order.
+    pub fn encoded_tensor(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        ggml_type: u32,
+        bytes: Vec<u8>,
+    ) -> &mut Self {
+        self.tensors.push(Tensor {
+            name: name.to_string(),
+            shape: shape.to_vec(),
+            ggml_type,
+            bytes,
         });
         self
     }
@@ -127,23 +219,20 @@ impl GgufWriter {
             write_value(&mut header, value)?;
         }
         let mut offset = 0usize;
-        let mut blobs = Vec::with_capacity(self.tensors.len());
         for t in &self.tensors {
             write_string(&mut header, &t.name)?;
             header.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
             for dim in t.shape.iter().rev() {
                 header.extend_from_slice(&(*dim as u64).to_le_bytes());
             }
-            let bytes = t.kind.encode(&t.data);
-            header.extend_from_slice(&t.kind.id().to_le_bytes());
+            header.extend_from_slice(&t.ggml_type.to_le_bytes());
             header.extend_from_slice(&(offset as u64).to_le_bytes());
-            offset += bytes.len().next_multiple_of(ALIGNMENT);
-            blobs.push(bytes);
+            offset += t.bytes.len().next_multiple_of(ALIGNMENT);
         }
         header.resize(header.len().next_multiple_of(ALIGNMENT), 0);
         out.write_all(&header)?;
-        for bytes in blobs {
-            out.write_all(&bytes)?;
+        for Tensor { bytes, .. } in &self.tensors {
+            out.write_all(bytes)?;
             out.write_all(&vec![
                 0u8;
                 bytes.len().next_multiple_of(ALIGNMENT) - bytes.len()
@@ -154,58 +243,8 @@ impl GgufWriter {
 }
 
 fn write_value(out: &mut Vec<u8>, value: &MetaValue) -> io::Result<()> {
-    const U32: u32 = 4;
-    const I32: u32 = 5;
-    const F32: u32 = 6;
-    const BOOL: u32 = 7;
-    const STRING: u32 = 8;
-    const ARRAY: u32 = 9;
-    let array_header = |out: &mut Vec<u8>, elem: u32, n: usize| {
-        out.extend_from_slice(&ARRAY.to_le_bytes());
-        out.extend_from_slice(&elem.to_le_bytes());
-        out.extend_from_slice(&(n as u64).to_le_bytes());
-    };
-    match value {
-        MetaValue::U32(v) => {
-            out.extend_from_slice(&U32.to_le_bytes());
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        MetaValue::I32(v) => {
-            out.extend_from_slice(&I32.to_le_bytes());
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        MetaValue::F32(v) => {
-            out.extend_from_slice(&F32.to_le_bytes());
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        MetaValue::Bool(v) => {
-            out.extend_from_slice(&BOOL.to_le_bytes());
-            out.push(u8::from(*v));
-        }
-        MetaValue::String(s) => {
-            out.extend_from_slice(&STRING.to_le_bytes());
-            write_string(out, s)?;
-        }
-        MetaValue::StringArray(items) => {
-            array_header(out, STRING, items.len());
-            for s in items {
-                write_string(out, s)?;
-            }
-        }
-        MetaValue::I32Array(items) => {
-            array_header(out, I32, items.len());
-            items
-                .iter()
-                .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-        }
-        MetaValue::F32Array(items) => {
-            array_header(out, F32, items.len());
-            items
-                .iter()
-                .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
-        }
-    }
-    Ok(())
+    out.extend_from_slice(&value.type_id().to_le_bytes());
+    value.write_payload(out)
 }
 
 /// IEEE 754 half precision, round to nearest even (finite inputs of model-weight size).

@@ -139,15 +139,15 @@ impl LlamaFile<'_> {
             .meta("tokenizer.ggml.pre", MetaValue::String("gpt-2".into()))
             .meta(
                 "tokenizer.ggml.tokens",
-                MetaValue::StringArray(self.vocab.tokens.clone()),
+                MetaValue::strings(&self.vocab.tokens),
             )
             .meta(
                 "tokenizer.ggml.token_type",
-                MetaValue::I32Array(self.vocab.types.clone()),
+                MetaValue::i32s(&self.vocab.types),
             )
             .meta(
                 "tokenizer.ggml.merges",
-                MetaValue::StringArray(self.vocab.merges.clone()),
+                MetaValue::strings(&self.vocab.merges),
             )
             .meta(
                 "tokenizer.ggml.bos_token_id",

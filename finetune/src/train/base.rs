@@ -8,10 +8,11 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::quantized::gguf_file::{self, Content, Value};
+use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
 use kvrec_core::template::{TemplateSpec, TEMPLATE_METADATA_KEY as TEMPLATE_KEY};
+use kvrec_llm::gguf::{GgufWriter, MetaValue};
 use kvrec_llm::llama_file::LlamaShape;
 
 use super::lora;
@@ -159,33 +160,66 @@ impl Base {
             };
             tensors.push((name.clone(), tensor));
         }
-        let mut metadata: Vec<(String, Value)> = self
-            .content
-            .metadata
-            .iter()
-            .filter(|(k, _)| k.as_str() != TEMPLATE_KEY)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        metadata.push((
-            TEMPLATE_KEY.into(),
-            Value::String(template.to_json().to_string()),
-        ));
-        metadata.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut file = std::io::BufWriter::new(
-            File::create(out).with_context(|| format!("creating {}", out.display()))?,
+        let mut writer = GgufWriter::default();
+        let mut keys: Vec<&String> = self.content.metadata.keys().collect();
+        keys.sort();
+        for key in keys.into_iter().filter(|k| k.as_str() != TEMPLATE_KEY) {
+            writer.meta(key, meta_value(&self.content.metadata[key]));
+        }
+        writer.meta(
+            TEMPLATE_KEY,
+            MetaValue::String(template.to_json().to_string()),
         );
-        gguf_file::write(
-            &mut file,
-            &metadata
-                .iter()
-                .map(|(k, v)| (k.as_str(), v))
-                .collect::<Vec<_>>(),
-            &tensors
-                .iter()
-                .map(|(k, t)| (k.as_str(), t))
-                .collect::<Vec<_>>(),
-        )?;
+        for (name, tensor) in &tensors {
+            writer.encoded_tensor(
+                name,
+                tensor.shape().dims(),
+                ggml_type_id(tensor.dtype()),
+                tensor.data()?.into_owned(),
+            );
+        }
+        crate::io::write_with(out, |file| Ok(writer.write(file)?))?;
         Ok(())
+    }
+}
+
+/// candle's reading of a metadata value, as the writer takes it.
+fn meta_value(value: &Value) -> MetaValue {
+    match value {
+        Value::U8(v) => MetaValue::U8(*v),
+        Value::I8(v) => MetaValue::I8(*v),
+        Value::U16(v) => MetaValue::U16(*v),
+        Value::I16(v) => MetaValue::I16(*v),
+        Value::U32(v) => MetaValue::U32(*v),
+        Value::I32(v) => MetaValue::I32(*v),
+        Value::U64(v) => MetaValue::U64(*v),
+        Value::I64(v) => MetaValue::I64(*v),
+        Value::F32(v) => MetaValue::F32(*v),
+        Value::F64(v) => MetaValue::F64(*v),
+        Value::Bool(v) => MetaValue::Bool(*v),
+        Value::String(v) => MetaValue::String(v.clone()),
+        Value::Array(items) => MetaValue::Array(items.iter().map(meta_value).collect()),
+    }
+}
+
+/// ggml's id of a tensor type (candle keeps its own private).
+fn ggml_type_id(dtype: GgmlDType) -> u32 {
+    match dtype {
+        GgmlDType::F32 => 0,
+        GgmlDType::F16 => 1,
+        GgmlDType::Q4_0 => 2,
+        GgmlDType::Q4_1 => 3,
+        GgmlDType::Q5_0 => 6,
+        GgmlDType::Q5_1 => 7,
+        GgmlDType::Q8_0 => 8,
+        GgmlDType::Q8_1 => 9,
+        GgmlDType::Q2K => 10,
+        GgmlDType::Q3K => 11,
+        GgmlDType::Q4K => 12,
+        GgmlDType::Q5K => 13,
+        GgmlDType::Q6K => 14,
+        GgmlDType::Q8K => 15,
+        GgmlDType::BF16 => 30,
     }
 }
 
@@ -193,4 +227,81 @@ fn open(path: &Path) -> Result<BufReader<File>> {
     Ok(BufReader::new(
         File::open(path).with_context(|| format!("opening {}", path.display()))?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metadata_type_and_encoded_tensor_reads_back_through_candle() {
+        let metadata = [
+            ("u8", MetaValue::U8(200)),
+            ("i8", MetaValue::I8(-100)),
+            ("u16", MetaValue::U16(60_000)),
+            ("i16", MetaValue::I16(-30_000)),
+            ("u32", MetaValue::U32(4_000_000_000)),
+            ("i32", MetaValue::I32(-2_000_000_000)),
+            ("u64", MetaValue::U64(u64::MAX)),
+            ("i64", MetaValue::I64(i64::MIN)),
+            ("f32", MetaValue::F32(0.25)),
+            ("f64", MetaValue::F64(-1e300)),
+            ("bool", MetaValue::Bool(true)),
+            ("string", MetaValue::String("kvrec ✓".into())),
+            ("strings", MetaValue::strings(&["a".into(), "".into()])),
+            (
+                "nested",
+                MetaValue::Array(vec![MetaValue::i32s(&[1, -2]), MetaValue::i32s(&[])]),
+            ),
+        ];
+        let mut writer = GgufWriter::default();
+        for (key, value) in &metadata {
+            writer.meta(key, value.clone());
+        }
+        let values: Vec<f32> = (0..64).map(|i| i as f32 / 8.0 - 4.0).collect();
+        let q4 = QTensor::quantize(
+            &candle_core::Tensor::from_vec(values.clone(), (2, 32), &Device::Cpu).unwrap(),
+            GgmlDType::Q4_0,
+        )
+        .unwrap();
+        writer.encoded_tensor(
+            "q4",
+            q4.shape().dims(),
+            ggml_type_id(q4.dtype()),
+            q4.data().unwrap().into_owned(),
+        );
+        writer.tensor(
+            "f16",
+            &[2, 3],
+            kvrec_llm::gguf::TensorType::F16,
+            vec![0.5; 6],
+        );
+        let mut bytes = Vec::new();
+        writer.write(&mut bytes).unwrap();
+
+        let mut reader = std::io::Cursor::new(bytes);
+        let content = Content::read(&mut reader).unwrap();
+        for (key, value) in &metadata {
+            assert_eq!(&meta_value(&content.metadata[*key]), value, "{key}");
+        }
+        let read = content.tensor(&mut reader, "q4", &Device::Cpu).unwrap();
+        assert_eq!(read.dtype(), GgmlDType::Q4_0);
+        assert_eq!(read.shape().dims(), &[2, 32]);
+        assert_eq!(read.data().unwrap(), q4.data().unwrap());
+        let f16 = content.tensor(&mut reader, "f16", &Device::Cpu).unwrap();
+        assert_eq!(f16.shape().dims(), &[2, 3]);
+        let back = f16.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap();
+        assert_eq!(back.to_vec1::<f32>().unwrap(), vec![0.5; 6]);
+    }
+
+    #[test]
+    fn an_array_of_mixed_types_is_an_error_not_a_corrupt_file() {
+        let mut writer = GgufWriter::default();
+        writer.meta(
+            "mixed",
+            MetaValue::Array(vec![MetaValue::U32(1), MetaValue::String("x".into())]),
+        );
+        let err = writer.write(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("mixes value types"), "{err}");
+    }
 }
