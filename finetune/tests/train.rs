@@ -356,7 +356,7 @@ fn lora_merge_is_the_base_plus_scaled_product() {
         layers: vec![],
     };
     // Adapters with B ≠ 0 (fresh ones start at B = 0, a no-op).
-    let fresh = Lora::init(&spec, &model, 1).unwrap();
+    let fresh = Lora::init(&spec, &model.lora_sites(&spec).unwrap(), 1).unwrap();
     let mut rng = kvrec_core::rng::Rng::new(5);
     let saved: HashMap<String, Tensor> = fresh
         .tensors()
@@ -370,9 +370,9 @@ fn lora_merge_is_the_base_plus_scaled_product() {
             (name, t)
         })
         .collect();
-    let lora = Lora::from_tensors(&spec, &model, &saved).unwrap();
+    let lora = Lora::from_tensors(&spec, &model.lora_sites(&spec).unwrap(), &saved).unwrap();
     assert_eq!(lora.pairs().count(), 4, "2 targets × 2 layers");
-    let merged = lora::merged(&model, &lora).unwrap();
+    let merged = lora::merged(&model.vars, &lora).unwrap();
     for (i, weight) in &merged {
         let pair = lora.pair(*i).unwrap();
         let w = model.vars[*i].as_tensor().to_vec2::<f32>().unwrap();
@@ -561,6 +561,8 @@ fn sequence_config() -> TrainConfig {
         tied: false,
         number_tokens: *max_id as usize + 5,
         sequence_window: 8,
+        // As the default recipe: targets read the template's history length, as served.
+        attention_span: 3,
         dropout: 0.1,
         valid: Some("train.jsonl".into()),
         template: TemplateSpec::from_json(&serde_json::json!({
