@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::protocol::Sequence;
+use crate::interactions::Sequence;
 
 /// How a co-watch score weighs history and popularity; the defaults are the tuned baseline's.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -6,9 +6,17 @@
 use std::collections::HashMap;
 
 use kvrec_core::ItemId;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::movielens;
+
+/// A user's interactions in time order, the unit the baselines learn from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sequence {
+    pub user_id: i64,
+    pub items: Vec<i64>,
+}
 
 /// An item's key-values. `title` and `genres` are the keys the InstructMK prompt names; the
 /// rest are rendered as they come.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::cowatch::{CoWatch, CoWatchParams};
+pub use crate::interactions::Sequence;
 use crate::interactions::{Interactions, Item};
 use crate::movielens::Dataset;
 
@@ -40,23 +41,12 @@ pub struct ProtocolConfig {
 /// movie id (SASRec's preprocessing, and this protocol's first rule) makes "the candidate id
 /// just above the last history id" a cue no real request carries; `file` keeps the order of
 /// the ratings file within a second instead. Results are reported under both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum TieOrder {
     #[default]
     MovieId,
     File,
-}
-
-impl std::str::FromStr for TieOrder {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "movie-id" => Ok(TieOrder::MovieId),
-            "file" => Ok(TieOrder::File),
-            other => Err(format!("unknown tie order '{other}'; use movie-id or file")),
-        }
-    }
 }
 
 fn one() -> usize {
@@ -95,13 +85,6 @@ pub struct Instance {
     pub history: Value,
     pub candidates: Value,
     pub positive: i64,
-}
-
-/// A user's interactions in time order, the unit the baselines learn from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sequence {
-    pub user_id: i64,
-    pub items: Vec<i64>,
 }
 
 /// Everything `data` writes.

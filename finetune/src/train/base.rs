@@ -146,7 +146,7 @@ impl Base {
             .lora
             .as_ref()
             .context("the model has no LoRA adapters to merge")?;
-        let merged = lora::merged(model, lora)?;
+        let merged = lora::merged(&model.vars, lora)?;
         let mut reader = open(&self.path)?;
         let mut names: Vec<&String> = self.content.tensor_infos.keys().collect();
         names.sort_by_key(|n| self.content.tensor_infos[*n].offset);

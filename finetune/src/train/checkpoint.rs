@@ -9,9 +9,9 @@ use candle_core::{Device, Tensor, Var};
 use kvrec_llm::llama_file::LlamaShape;
 use serde::{Deserialize, Serialize};
 
+use super::config::TrainConfig;
 use super::model::Transformer;
 use super::optimizer::AdamW;
-use super::TrainConfig;
 
 const WEIGHTS: &str = "checkpoint.safetensors";
 const STATE: &str = "checkpoint.json";

@@ -17,16 +17,6 @@ use super::lora::Lora;
 use super::model::{Transformer, RMS_EPS, ROPE_THETA};
 use crate::recipe::ITEM_IDS_FILE;
 
-/// Storage type of the exported matrices: `f16`, `f32` or `q8_0`.
-pub fn parse_dtype(name: &str) -> Result<GgmlDType> {
-    Ok(match name {
-        "f16" => GgmlDType::F16,
-        "f32" => GgmlDType::F32,
-        "q8_0" => GgmlDType::Q8_0,
-        other => bail!("unknown --dtype '{other}'; use f16, f32 or q8_0"),
-    })
-}
-
 /// Writes `<run>`'s best (else latest) checkpoint to `gguf`.
 pub fn export(run: &Path, gguf: &Path, dtype: GgmlDType, name: &str) -> Result<LlamaShape> {
     let (weights, saved) = latest(run)?;
@@ -156,7 +146,7 @@ pub fn lora_run(weights: &Path, saved: &Saved) -> Result<(Base, Transformer)> {
     let mut model = base.model()?;
     model.lora = Some(Lora::from_tensors(
         spec,
-        &model,
+        &model.lora_sites(spec)?,
         &checkpoint::tensors(weights)?,
     )?);
     Ok((base, model))

@@ -9,8 +9,6 @@ use candle_core::{Device, Tensor, Var};
 use kvrec_core::rng::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::model::Transformer;
-
 /// Projection names accepted in `--lora-targets`, and the GGUF tensor kind each names.
 pub const TARGETS: [(&str, &str); 7] = [
     ("q", "attn_q"),
@@ -93,15 +91,24 @@ pub struct LoraPair {
 
 pub struct Lora {
     pub spec: LoraSpec,
-    /// By the adapted tensor's index in [`Transformer::vars`].
+    /// By the adapted tensor's index among the model's tensors.
     pairs: BTreeMap<usize, LoraPair>,
 }
 
+/// A weight that gets an adapter: its index among the model's tensors, its name and its
+/// `(out, in)` dims (the model lists them: `Transformer::lora_sites`).
+pub struct Site {
+    pub index: usize,
+    pub name: String,
+    pub out: usize,
+    pub input: usize,
+}
+
 impl Lora {
-    /// Fresh adapters for `model`: A uniform in ±1/√in (seeded), B zero.
-    pub fn init(spec: &LoraSpec, model: &Transformer, seed: u64) -> Result<Lora> {
+    /// Fresh adapters at `sites`: A uniform in ±1/√in (seeded), B zero.
+    pub fn init(spec: &LoraSpec, sites: &[Site], seed: u64) -> Result<Lora> {
         let mut rng = Rng::new(seed ^ 0x10a4);
-        Self::build(spec, model, |_, (rank, input), out| {
+        Self::build(spec, sites, |_, (rank, input), out| {
             let bound = 1.0 / (input as f32).sqrt();
             let a: Vec<f32> = (0..rank * input)
                 .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * bound)
@@ -116,10 +123,10 @@ impl Lora {
     /// Adapters from saved tensors named as [`Lora::tensors`] names them.
     pub fn from_tensors(
         spec: &LoraSpec,
-        model: &Transformer,
+        sites: &[Site],
         saved: &std::collections::HashMap<String, Tensor>,
     ) -> Result<Lora> {
-        Self::build(spec, model, |name, _, _| {
+        Self::build(spec, sites, |name, _, _| {
             let get = |suffix: &str| {
                 saved
                     .get(&format!("{name}.{suffix}"))
@@ -132,14 +139,12 @@ impl Lora {
 
     fn build(
         spec: &LoraSpec,
-        model: &Transformer,
+        sites: &[Site],
         mut make: impl FnMut(&str, (usize, usize), usize) -> Result<(Tensor, Tensor)>,
     ) -> Result<Lora> {
         let mut pairs = BTreeMap::new();
-        for (layer, kind) in spec.sites(model.shape.n_layer)? {
-            let i = model.tensor_at(layer, kind)?;
-            let name = model.names[i].clone();
-            let (out, input) = model.vars[i].dims2()?;
+        for site in sites {
+            let (name, out, input) = (site.name.clone(), site.out, site.input);
             let (a, b) = make(&name, (spec.rank, input), out)?;
             if a.dims() != [spec.rank, input] || b.dims() != [out, spec.rank] {
                 bail!(
@@ -150,7 +155,7 @@ impl Lora {
                 );
             }
             pairs.insert(
-                i,
+                site.index,
                 LoraPair {
                     name,
                     a: Var::from_tensor(&a)?,
@@ -203,9 +208,14 @@ impl Lora {
     }
 }
 
-/// The base weights with every adapter merged in: `W + scale·B·A`, by tensor index.
-pub fn merged(model: &Transformer, lora: &Lora) -> Result<Vec<(usize, Tensor)>> {
+/// The base `weights` (by tensor index) with every adapter merged in: `W + scale·B·A`.
+pub fn merged(weights: &[Var], lora: &Lora) -> Result<Vec<(usize, Tensor)>> {
     lora.pairs()
-        .map(|(i, pair)| Ok((i, (model.vars[i].as_tensor() + lora.delta(pair)?)?)))
+        .map(|(i, pair)| {
+            let weight = weights
+                .get(i)
+                .with_context(|| format!("no weight {i} for the adapter {}", pair.name))?;
+            Ok((i, (weight.as_tensor() + lora.delta(pair)?)?))
+        })
         .collect()
 }

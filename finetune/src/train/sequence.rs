@@ -14,8 +14,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use kvrec_core::template::{Layout, TemplateSpec};
 
+use super::examples::Example;
 use super::model::Transformer;
-use super::{Example, TextTokenizer};
+use super::tokenizer::TextTokenizer;
 use crate::metrics::Metrics;
 use crate::protocol::{Instance, Sequence};
 

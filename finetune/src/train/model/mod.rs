@@ -11,37 +11,27 @@
 
 use std::collections::HashMap;
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor, Var, D};
-use candle_nn::ops::{rms_norm_slow, softmax};
-use candle_nn::rotary_emb::{rope_i_slow, rope_slow};
+use candle_core::{Device, Result, Tensor, Var};
 use kvrec_core::rng::Rng;
 use kvrec_llm::llama_file::LlamaShape;
 
-use super::lora::Lora;
+use super::lora::{Lora, LoraSpec, Site};
+
+mod arch;
+mod attention;
+mod forward;
+mod ops;
+mod scoring;
+
+pub use arch::Arch;
+
+use attention::rope_tables;
+use ops::FrozenMatmul;
 
 pub const RMS_EPS: f32 = 1e-5;
 pub const ROPE_THETA: f32 = 10_000.0;
 /// RoPE tables cover at most this many positions (Gemma declares 32,768; prompts are short).
 const MAX_ROPE_POSITIONS: usize = 8192;
-
-/// The forward a model runs.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Arch {
-    Llama,
-    /// Gemma 3, as llama.cpp's `gemma3` graph: embeddings × √d; per-head RMSNorm of q and k;
-    /// NEOX RoPE, base `rope_theta` on every `global_every`-th layer and `rope_local` (with a
-    /// causal window of `window` tokens) on the others; queries × `query_scale`; RMSNorm after
-    /// attention and after the GELU-tanh gated FFN; head tied to the embedding. The GGUF's
-    /// norm weights already include Gemma's `+1`.
-    Gemma3 {
-        head_dim: usize,
-        window: usize,
-        global_every: usize,
-        rope_local: f32,
-        query_scale: f64,
-    },
-}
 
 /// A named weight: GGUF name, PyTorch-order dims, values.
 pub type NamedWeight = (String, Vec<usize>, Vec<f32>);
@@ -188,42 +178,28 @@ impl Transformer {
         };
         // Every tensor the forward reads must be there: fail here, not mid-training.
         for layer in 0..shape.n_layer {
-            for kind in model.layer_tensors() {
+            for kind in model.arch.layer_tensors() {
                 model.tensor_at(layer, kind)?;
             }
         }
         Ok(model)
     }
 
-    fn layer_tensors(&self) -> &'static [&'static str] {
-        match self.arch {
-            Arch::Llama => &[
-                "attn_norm",
-                "attn_q",
-                "attn_k",
-                "attn_v",
-                "attn_output",
-                "ffn_norm",
-                "ffn_gate",
-                "ffn_up",
-                "ffn_down",
-            ],
-            Arch::Gemma3 { .. } => &[
-                "attn_norm",
-                "attn_q",
-                "attn_q_norm",
-                "attn_k",
-                "attn_k_norm",
-                "attn_v",
-                "attn_output",
-                "post_attention_norm",
-                "ffn_norm",
-                "ffn_gate",
-                "ffn_up",
-                "ffn_down",
-                "post_ffw_norm",
-            ],
-        }
+    /// The weights `spec` puts adapters on.
+    pub fn lora_sites(&self, spec: &LoraSpec) -> anyhow::Result<Vec<Site>> {
+        spec.sites(self.shape.n_layer)?
+            .into_iter()
+            .map(|(layer, kind)| {
+                let index = self.tensor_at(layer, kind)?;
+                let (out, input) = self.vars[index].dims2()?;
+                Ok(Site {
+                    index,
+                    name: self.names[index].clone(),
+                    out,
+                    input,
+                })
+            })
+            .collect()
     }
 
     /// Index in [`Self::vars`] of `blk.<layer>.<kind>.weight`.
@@ -275,122 +251,6 @@ impl Transformer {
             },
             None => Ok(base),
         }
-    }
-
-    /// Final hidden states (after the output norm) for token ids `(batch, time)`.
-    pub fn hidden(&self, ids: &Tensor) -> Result<Tensor> {
-        self.hidden_with(ids, None)
-    }
-
-    /// [`Self::hidden`], with dropout (rate, seeded stream) on the embeddings and on each
-    /// sublayer's output when training; llama.cpp's inference graph has none.
-    pub fn hidden_with(
-        &self,
-        ids: &Tensor,
-        mut dropout: Option<(f32, &mut Rng)>,
-    ) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let mut drop = |x: Tensor| -> Result<Tensor> {
-            match dropout.as_mut() {
-                Some((rate, rng)) if *rate > 0.0 => dropout_mask(&x, *rate, rng),
-                _ => Ok(x),
-            }
-        };
-        let s = self.shape;
-        let gemma = matches!(self.arch, Arch::Gemma3 { .. });
-        let (d, heads) = (s.n_embd, s.n_head);
-        let (head_dim, scale) = match self.arch {
-            Arch::Llama => (s.head_dim(), 1.0 / (s.head_dim() as f64).sqrt()),
-            Arch::Gemma3 {
-                head_dim,
-                query_scale,
-                ..
-            } => (head_dim, query_scale),
-        };
-        let mut x = self
-            .weight(self.named("token_embd.weight")?)
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, t, d))?;
-        if gemma {
-            x = (x * (d as f64).sqrt())?;
-        }
-        x = drop(x)?;
-        let causal = mask(t, None, ids.device())?;
-        let eps = self.rms_eps;
-        let norm = |x: &Tensor, layer: usize, kind: &str| -> Result<Tensor> {
-            rms_norm_slow(x, &self.layer(layer, kind)?, eps)
-        };
-        for layer in 0..s.n_layer {
-            // Gemma's local layers: their own RoPE base and a sliding causal window.
-            let (cos, sin, window) = match (self.arch, &self.local_rope) {
-                (
-                    Arch::Gemma3 {
-                        window,
-                        global_every,
-                        ..
-                    },
-                    Some((cos, sin)),
-                ) if (layer + 1) % global_every != 0 => (cos, sin, Some(window)),
-                _ => (&self.cos, &self.sin, None),
-            };
-            let (cos, sin) = (cos.narrow(0, 0, t)?, sin.narrow(0, 0, t)?);
-            let h = norm(&x, layer, "attn_norm")?.reshape((b * t, d))?;
-            let heads_of = |kind: &str, n_heads: usize, head_norm: &str| -> Result<Tensor> {
-                let mut y = self
-                    .project(&h, layer, kind)?
-                    .reshape((b, t, n_heads, head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()?;
-                if gemma && !head_norm.is_empty() {
-                    y = norm(&y, layer, head_norm)?;
-                }
-                Ok(y)
-            };
-            let rope = |y: Tensor| -> Result<Tensor> {
-                if gemma {
-                    rope_slow(&y, &cos, &sin)
-                } else {
-                    rope_i_slow(&y, &cos, &sin)
-                }
-            };
-            let q = rope(heads_of("attn_q", heads, "attn_q_norm")?)?;
-            let k = rope(heads_of("attn_k", s.n_head_kv, "attn_k_norm")?)?;
-            let v = heads_of("attn_v", s.n_head_kv, "")?;
-            let (k, v) = repeat_kv(k, v, heads / s.n_head_kv)?;
-            let layer_mask = match window {
-                Some(w) if w < t => mask(t, Some(w), ids.device())?,
-                _ => causal.clone(),
-            };
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
-            let scores = match self.attention_span {
-                Some(span) if !gemma && t > span + 1 => {
-                    spanned_scores(&scores, &q, &k, span, scale, (&cos, &sin))?
-                }
-                _ => scores.broadcast_add(&layer_mask)?,
-            };
-            let attended = softmax(&scores, D::Minus1)?
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b * t, heads * head_dim))?;
-            // A sublayer's output joins the residual stream (through Gemma's post-norm).
-            let residual = |x: &Tensor, out: &Tensor, post_norm: &str| -> Result<Tensor> {
-                let out = out.reshape((b, t, d))?;
-                if gemma {
-                    x + norm(&out, layer, post_norm)?
-                } else {
-                    x + out
-                }
-            };
-            let out = drop(self.project(&attended, layer, "attn_output")?)?;
-            x = residual(&x, &out, "post_attention_norm")?;
-            let h = norm(&x, layer, "ffn_norm")?.reshape((b * t, d))?;
-            let gate = self.project(&h, layer, "ffn_gate")?;
-            let gate = if gemma { gate.gelu()? } else { gate.silu()? };
-            let gated = (gate * self.project(&h, layer, "ffn_up")?)?;
-            let out = drop(self.project(&gated, layer, "ffn_down")?)?;
-            x = residual(&x, &out, "post_ffw_norm")?;
-        }
-        rms_norm_slow(&x, &self.weight(self.named("output_norm.weight")?), eps)
     }
 
     /// Logits `(rows, vocab)` for the hidden states at flat positions `rows` of `hidden`.
@@ -462,312 +322,5 @@ impl Transformer {
         } else {
             0
         }
-    }
-}
-
-/// `x (m × k) · Wᵀ` for a frozen `W (n × k)`. candle's matmul backward computes the gradient
-/// of both operands even when one is a constant; this op returns only `x`'s, which saves a
-/// matmul per projection and, at the head, a vocabulary-sized gradient (671 MB for Gemma).
-struct FrozenMatmul;
-
-impl CustomOp2 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        "frozen-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        x: &CpuStorage,
-        x_layout: &Layout,
-        w: &CpuStorage,
-        w_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (m, k) = x_layout.shape().dims2()?;
-        let (n, k_w) = w_layout.shape().dims2()?;
-        if k != k_w {
-            candle_core::bail!("frozen matmul: x is {m}×{k}, W is {n}×{k_w}");
-        }
-        let out = x.matmul(w, (1, m, n, k), x_layout, &w_layout.transpose(0, 1)?)?;
-        Ok((out, Shape::from((m, n))))
-    }
-
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        w: &Tensor,
-        _out: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.matmul(w)?), None))
-    }
-}
-
-/// Inverted dropout: zeroes each element with probability `rate` and scales the rest by
-/// 1 / (1 - rate), with a mask drawn from kvrec's seeded stream (candle's CPU random tensors
-/// cannot be seeded, and a resumed run must repeat its masks).
-fn dropout_mask(x: &Tensor, rate: f32, rng: &mut Rng) -> Result<Tensor> {
-    let keep = 1.0 / (1.0 - rate);
-    let threshold = (f64::from(rate) * (1u64 << 32) as f64) as u64;
-    let n = x.elem_count();
-    let mut mask = Vec::with_capacity(n);
-    while mask.len() < n {
-        let bits = rng.next_u64();
-        for half in [bits >> 32, bits & 0xFFFF_FFFF] {
-            if mask.len() < n {
-                mask.push(if half < threshold { 0.0 } else { keep });
-            }
-        }
-    }
-    x * Tensor::from_vec(mask, x.shape(), x.device())?
-}
-
-fn repeat_kv(k: Tensor, v: Tensor, groups: usize) -> Result<(Tensor, Tensor)> {
-    if groups == 1 {
-        return Ok((k, v));
-    }
-    let repeat = |x: Tensor| -> Result<Tensor> {
-        let (b, h, t, d) = x.dims4()?;
-        x.unsqueeze(2)?
-            .expand((b, h, groups, t, d))?
-            .reshape((b, h * groups, t, d))
-    };
-    Ok((repeat(k)?, repeat(v)?))
-}
-
-/// cos/sin tables `(context, head_dim / 2)` for llama.cpp's normal RoPE.
-fn rope_tables(
-    head_dim: usize,
-    context: usize,
-    theta: f32,
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
-    let half = head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| theta.powf(-((2 * i) as f32) / head_dim as f32))
-        .collect();
-    let mut angles = Vec::with_capacity(context * half);
-    for pos in 0..context {
-        angles.extend(inv_freq.iter().map(|f| pos as f32 * f));
-    }
-    let angles = Tensor::from_vec(angles, (context, half), device)?;
-    Ok((angles.cos()?, angles.sin()?))
-}
-
-/// Attention scores `(b, h, t, t)` limited to a span: query `i` sees the keys of positions
-/// `i - span + 1 ..= i` and the BOS at position 0, whose key is rotated to position
-/// `i - span` (or 0) instead — the BOS sits `min(i, span)` back, as in a served prompt of
-/// `span` items. Under RoPE a score depends only on the distance, so each target's scores
-/// equal those of llama.cpp's causal pass over `[BOS, its last span items]` given the same
-/// key states: a model trained on long windows reads the context it is served with.
-fn spanned_scores(
-    scores: &Tensor,
-    q: &Tensor,
-    k: &Tensor,
-    span: usize,
-    scale: f64,
-    (cos, sin): (&Tensor, &Tensor),
-) -> Result<Tensor> {
-    let (b, h, t, head_dim) = q.dims4()?;
-    let device = q.device();
-    // RoPE at position 0 is the identity, so k's first row is the BOS key unrotated.
-    let bos_key = k
-        .narrow(2, 0, 1)?
-        .broadcast_as((b, h, t, head_dim))?
-        .contiguous()?;
-    let positions: Vec<u32> = (0..t).map(|i| i.saturating_sub(span) as u32).collect();
-    let positions = Tensor::new(positions.as_slice(), device)?;
-    let bos_key = rope_i_slow(
-        &bos_key,
-        &cos.index_select(&positions, 0)?,
-        &sin.index_select(&positions, 0)?,
-    )?;
-    let bos_scores = ((q * bos_key)?.sum_keepdim(D::Minus1)? * scale)?;
-    let band: Vec<f32> = (0..t)
-        .flat_map(|i| {
-            (1..t).map(move |j| {
-                if j > i || i - j >= span {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    let band = Tensor::from_vec(band, (t, t - 1), device)?;
-    let rest = scores.narrow(3, 1, t - 1)?.broadcast_add(&band)?;
-    Tensor::cat(&[&bos_scores, &rest], 3)
-}
-
-/// Causal attention mask `(t, t)`; with `window`, a query also ignores keys `window` or more
-/// positions back (llama.cpp's sliding-window rule).
-fn mask(t: usize, window: Option<usize>, device: &Device) -> Result<Tensor> {
-    let window = window.unwrap_or(usize::MAX);
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| {
-            (0..t).map(move |j| {
-                if j > i || i - j >= window {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    Tensor::from_vec(mask, (t, t), device)?.to_dtype(DType::F32)
-}
-
-impl Transformer {
-    /// Log-probability of `ids[from..]` given `ids[..from]`: what llama.cpp's scoring computes
-    /// for a candidate's answer prefix, so the two can be compared.
-    pub fn continuation_logprob(&self, ids: &[u32], from: usize) -> Result<f64> {
-        if from == 0 || from >= ids.len() {
-            candle_core::bail!("continuation must start inside the sequence");
-        }
-        let device = Device::Cpu;
-        let input = Tensor::new(ids, &device)?.unsqueeze(0)?;
-        let rows: Vec<u32> = (from as u32 - 1..ids.len() as u32 - 1).collect();
-        let logits = self.logits_at(
-            &self.hidden(&input)?,
-            &Tensor::new(rows.as_slice(), &device)?,
-        )?;
-        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
-        Ok(log_probs
-            .iter()
-            .zip(&ids[from..])
-            .map(|(row, &token)| f64::from(row[token as usize]))
-            .sum())
-    }
-
-    /// Each candidate's score as kvrec-llm's constrained scoring computes it (log-probability
-    /// renormalised over the candidates where their answer prefixes part ways), from this
-    /// forward: what llama.cpp's `rank()` of an exported model must reproduce.
-    pub fn candidate_scores(&self, prompt: &[u32], prefixes: &[Vec<u32>]) -> Result<Vec<f64>> {
-        let as_i32: Vec<Vec<i32>> = prefixes
-            .iter()
-            .map(|p| p.iter().map(|&t| t as i32).collect())
-            .collect();
-        let trie = kvrec_llm::trie::CandidateTrie::new(&as_i32);
-        let mut failed = None;
-        let scores = trie.scores(|at, token| {
-            let mut ids = prompt.to_vec();
-            if let Some(node) = at {
-                ids.extend(
-                    trie.lineage(node)
-                        .iter()
-                        .map(|&n| trie.nodes[n].token as u32),
-                );
-            }
-            let from = ids.len();
-            ids.push(token as u32);
-            self.continuation_logprob(&ids, from).unwrap_or_else(|e| {
-                failed = Some(e);
-                f64::NAN
-            })
-        });
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(scores),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frozen_matmul_matches_matmul_and_gives_only_the_input_gradient() {
-        let device = Device::Cpu;
-        let values = |n: usize, seed: u64| -> Vec<f32> {
-            let mut rng = Rng::new(seed);
-            (0..n)
-                .map(|_| (rng.next_u64() % 1000) as f32 / 500.0 - 1.0)
-                .collect()
-        };
-        let x =
-            Var::from_tensor(&Tensor::from_vec(values(15, 1), (3, 5), &device).unwrap()).unwrap();
-        let w = Tensor::from_vec(values(20, 2), (4, 5), &device).unwrap();
-        let frozen = x.as_tensor().apply_op2(&w, FrozenMatmul).unwrap();
-        let plain = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
-        let gap = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
-        assert!(gap(&frozen, &plain) < 1e-6);
-        let weights = Tensor::from_vec(values(12, 3), (3, 4), &device).unwrap();
-        let grad = |y: &Tensor| {
-            (y * &weights)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap()
-        };
-        let (g_frozen, g_plain) = (grad(&frozen), grad(&plain));
-        let dx = |g: &candle_core::backprop::GradStore| g.get(x.as_tensor()).unwrap().clone();
-        assert!(gap(&dx(&g_frozen), &dx(&g_plain)) < 1e-6);
-        assert!(
-            g_frozen.get(&w).is_none(),
-            "no gradient kept for the frozen weight"
-        );
-    }
-
-    #[test]
-    fn a_spanned_target_reads_what_a_served_prompt_of_span_items_gives() {
-        let shape = LlamaShape {
-            n_vocab: 50,
-            n_embd: 16,
-            n_layer: 1,
-            n_head: 2,
-            n_head_kv: 2,
-            n_ff: 32,
-            context: 64,
-        };
-        // One layer: with more, a key's own state has read `span` items further back.
-        let mut model = Transformer::init(shape, 7, false).unwrap();
-        let span = 5;
-        let ids: Vec<u32> = std::iter::once(1)
-            .chain((0..29).map(|i| 3 + (i * 7) % 40))
-            .collect();
-        let long = Tensor::new(ids.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let full = model.hidden(&long).unwrap();
-        model.attention_span = Some(span);
-        let spanned = model.hidden(&long).unwrap();
-        model.attention_span = None;
-        let row = |h: &Tensor, i: usize| -> Vec<f32> {
-            h.get(0).unwrap().get(i).unwrap().to_vec1().unwrap()
-        };
-        for i in [1, span, span + 1, 17, ids.len() - 1] {
-            // What llama.cpp computes for the served prompt: BOS and the last `span` items.
-            let first = i.saturating_sub(span - 1).max(1);
-            let served: Vec<u32> = std::iter::once(ids[0])
-                .chain(ids[first..=i].iter().copied())
-                .collect();
-            let served = Tensor::new(served.as_slice(), &Device::Cpu)
-                .unwrap()
-                .unsqueeze(0)
-                .unwrap();
-            let served = model.hidden(&served).unwrap();
-            let last = served.dim(1).unwrap() - 1;
-            let (want, got) = (row(&served, last), row(&spanned, i));
-            let gap = want
-                .iter()
-                .zip(&got)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
-            assert!(gap < 1e-4, "position {i}: spanned forward differs by {gap}");
-        }
-        // Past the span the full causal forward reads more, and differs.
-        let (a, b) = (row(&full, 20), row(&spanned, 20));
-        assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-3));
     }
 }

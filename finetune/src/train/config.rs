@@ -1,0 +1,135 @@
+//! What determines a training run: everything `run.json` records and a resumed run checks.
+
+use std::path::PathBuf;
+
+use kvrec_core::template::TemplateSpec;
+use kvrec_llm::llama_file::LlamaShape;
+use serde::{Deserialize, Serialize};
+
+use super::lora::LoraSpec;
+
+/// Everything that determines a run; written to `<out>/run.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Training rows (`train-<variant>.jsonl` from `data`).
+    pub data: Vec<PathBuf>,
+    pub seed: u64,
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub ff: usize,
+    /// Context the model is trained for and llama.cpp serves with.
+    pub context: usize,
+    pub batch: usize,
+    pub epochs: f64,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    /// Answer items that carry the loss: 0 = the whole ranked list (generation learns the
+    /// format), 1 = the first id and its separator only — exactly what scoring reads, so the
+    /// whole gradient goes to picking the right candidate.
+    #[serde(default)]
+    pub loss_items: usize,
+    /// Output head tied to the token embedding (see `model::Transformer::tied`).
+    #[serde(default)]
+    pub tied: bool,
+    pub checkpoint_every: usize,
+    /// The template the model learns; stored in the GGUF.
+    pub template: TemplateSpec,
+    /// A pre-trained llama GGUF to adapt with LoRA (its shape replaces the fields above).
+    #[serde(default)]
+    pub base: Option<PathBuf>,
+    #[serde(default)]
+    pub lora: Option<LoraSpec>,
+    /// Order the answer's items after the positive by this candidate key (see
+    /// [`crate::training_data::order_rest_by`]); `None` keeps the rows' order.
+    #[serde(default)]
+    pub order_rest_by: Option<String>,
+    /// From scratch: every number up to this one is a single token (0: digit by digit).
+    #[serde(default)]
+    pub number_tokens: usize,
+    /// Also train on each history id of the template's id list (next-item prediction).
+    #[serde(default)]
+    pub history_loss: bool,
+    /// How many times each answer token counts in the loss: with `history_loss` an example
+    /// has ~20 history targets and one answer choice, and the choice is what scoring reads.
+    #[serde(default = "one")]
+    pub answer_weight: usize,
+    /// From scratch: start from this run's latest weights and tokenizer instead of a random
+    /// initialisation (continued training with new rows or a new schedule; same shape).
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    /// Sequence stage (see [`sequence`]): `data` holds training sequences, trained in
+    /// windows of this many items with the softmax over every item; 0 = training rows.
+    #[serde(default)]
+    pub sequence_window: usize,
+    /// Sequence stage: each target attends to its last this many items and the BOS, as a
+    /// served prompt of that many items does (0: the whole window).
+    #[serde(default)]
+    pub attention_span: usize,
+    /// Dropout rate on embeddings and sublayer outputs (sequence stage).
+    #[serde(default)]
+    pub dropout: f64,
+    /// Sequence stage: validation requests (`train.jsonl`) whose positive is each user's last
+    /// training item, held out of training and ranked every epoch; the best epoch is kept.
+    #[serde(default)]
+    pub valid: Option<PathBuf>,
+    /// Sequence stage: stop after this many epochs without a better validation HR@1 (0: never).
+    #[serde(default)]
+    pub patience: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: Vec::new(),
+            seed: 42,
+            vocab_size: 8192,
+            d_model: 256,
+            layers: 4,
+            heads: 4,
+            ff: 704,
+            context: 1024,
+            batch: 8,
+            epochs: 1.0,
+            lr: 1e-3,
+            warmup_steps: 50,
+            weight_decay: 0.01,
+            loss_items: 0,
+            tied: true,
+            checkpoint_every: 200,
+            template: TemplateSpec::default(),
+            base: None,
+            lora: None,
+            order_rest_by: None,
+            number_tokens: 0,
+            history_loss: false,
+            answer_weight: 1,
+            init_from: None,
+            sequence_window: 0,
+            attention_span: 0,
+            dropout: 0.0,
+            valid: None,
+            patience: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn shape(&self) -> LlamaShape {
+        LlamaShape {
+            n_vocab: self.vocab_size,
+            n_embd: self.d_model,
+            n_layer: self.layers,
+            n_head: self.heads,
+            n_head_kv: self.heads,
+            n_ff: self.ff,
+            context: self.context,
+        }
+    }
+}
