@@ -52,18 +52,8 @@ pub(super) fn spanned_scores(
         &sin.index_select(&positions, 0)?,
     )?;
     let bos_scores = ((q * bos_key)?.sum_keepdim(D::Minus1)? * scale)?;
-    let band: Vec<f32> = (0..t)
-        .flat_map(|i| {
-            (1..t).map(move |j| {
-                if j > i || i - j >= span {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    let band = Tensor::from_vec(band, (t, t - 1), device)?;
+    // The causal window of `span` keys, without the BOS column (its score is above).
+    let band = mask(t, Some(span), device)?.narrow(1, 1, t - 1)?;
     let rest = scores.narrow(3, 1, t - 1)?.broadcast_add(&band)?;
     Tensor::cat(&[&bos_scores, &rest], 3)
 }
