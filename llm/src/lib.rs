@@ -4,6 +4,7 @@
 
 pub mod gguf;
 pub mod llama_file;
+pub mod load_options;
 pub mod logs;
 pub mod model;
 pub mod rank;
@@ -16,7 +17,8 @@ use kvrec_core::{KvrecError, Result};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use once_cell::sync::OnceCell;
 
-pub use model::{LoadOptions, Model, ModelInfo};
+pub use load_options::LoadOptions;
+pub use model::{Model, ModelInfo};
 pub use rank::{prompt_pass, rank, rank_batch, Ranking};
 pub use topk::rank_catalog;
 

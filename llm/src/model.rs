@@ -17,37 +17,8 @@ use llama_cpp_2::token::LlamaToken;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{backend, logs};
-
-/// Sequences a context decodes at once: candidates scored in parallel per decode.
-pub const MAX_SEQUENCES: u32 = 64;
-
-impl LoadOptions {
-    /// Sequences per context: llama.cpp asserts unless n_seq_max <= n_batch.
-    pub fn n_seq_max(&self) -> u32 {
-        MAX_SEQUENCES.min(self.n_batch)
-    }
-}
-
-/// Options fixed at load time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct LoadOptions {
-    pub n_ctx: u32,
-    pub n_batch: u32,
-    pub n_gpu_layers: u32,
-    pub n_threads: u32,
-}
-
-impl LoadOptions {
-    pub fn from_options(options: &Options) -> LoadOptions {
-        LoadOptions {
-            n_ctx: options.n_ctx.unwrap_or(2048),
-            n_batch: options.n_batch.unwrap_or(512),
-            n_gpu_layers: options.n_gpu_layers.unwrap_or(0),
-            n_threads: options.n_threads.unwrap_or_else(cores),
-        }
-    }
-}
+use crate::load_options::cores;
+use crate::{backend, logs, LoadOptions};
 
 /// What `kvrec_models()` lists.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -393,10 +364,6 @@ impl Model {
         slot.2 = Some(context);
         result
     }
-}
-
-fn cores() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
 }
 
 /// llama-cpp-2's error plus what llama.cpp logged meanwhile.
