@@ -151,3 +151,13 @@ pub fn loss_rows_before(csv: &Path, step: usize) -> Result<Vec<String>> {
         .map(str::to_string)
         .collect())
 }
+
+/// Writes a run's CSV (loss curve, validation) whole, so a stopped run never leaves half a file.
+pub fn write_rows(path: &Path, header: &str, rows: &[String]) -> Result<()> {
+    let mut text = format!("{header}\n");
+    for row in rows {
+        text.push_str(row);
+        text.push('\n');
+    }
+    crate::io::write_atomically(path, text.as_bytes())
+}

@@ -1,14 +1,12 @@
 //! The training loop: a run from its corpus to checkpoints, the loss curve, validation and
 //! the best epoch, resumable to the same curve.
 
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Var;
 use kvrec_core::rng::Rng;
-use kvrec_core::Request;
 use kvrec_llm::llama_file::LlamaShape;
 use serde::Serialize;
 
@@ -18,7 +16,7 @@ use super::lora::Lora;
 use super::model::Transformer;
 use super::optimizer::AdamW;
 use super::schedule::{batch_indices, learning_rate};
-use super::{batch, bpe, checkpoint, plot, sequence, Example, TextTokenizer, TrainConfig};
+use super::{batch, checkpoint, plot, sequence, Example, TextTokenizer, TrainConfig};
 use crate::protocol::{Instance, Sequence};
 use crate::training_data::TrainingRow;
 
@@ -165,7 +163,8 @@ pub fn run_corpus(
             (model, tokenizer)
         }
         (None, None) => {
-            let tokenizer = scratch_tokenizer(config, corpus, out, resumed.is_some())?;
+            let tokenizer =
+                super::tokenizer::scratch_tokenizer(config, corpus, out, resumed.is_some())?;
             let shape = LlamaShape {
                 n_vocab: tokenizer.get_vocab_size(true),
                 ..config.shape()
@@ -318,7 +317,7 @@ pub fn run_corpus(
         let validating = !valid.is_empty() && epoch_end;
         if (step + 1) % config.checkpoint_every == 0 || step + 1 == end || validating {
             checkpoint::save(out, &names, &vars, &optimizer, config, step + 1)?;
-            write_rows(&loss_csv, "step,epoch,loss,lr,tokens_per_s", &curve)?;
+            checkpoint::write_rows(&loss_csv, "step,epoch,loss,lr,tokens_per_s", &curve)?;
             let losses: Vec<f64> = curve
                 .iter()
                 .filter_map(|row| row.split(',').nth(2)?.parse().ok())
@@ -335,7 +334,7 @@ pub fn run_corpus(
                 checkpoint::keep_as_best(out)?;
             }
             validation.push(format!("{},{epoch},{hr1:.4},{ndcg3:.4}", step + 1));
-            write_rows(&out.join("valid.csv"), "step,epoch,hr1,ndcg3", &validation)?;
+            checkpoint::write_rows(&out.join("valid.csv"), "step,epoch,hr1,ndcg3", &validation)?;
             if let Some(bar) = &bar {
                 bar.println(format!(
                     "epoch {epoch}: validation HR@1 {hr1:.4}, NDCG@3 {ndcg3:.4}"
@@ -368,60 +367,4 @@ fn trainable(model: &Transformer) -> (Vec<String>, Vec<Var>) {
         Some(lora) => lora.tensors().into_iter().unzip(),
         None => (model.names.clone(), model.vars.clone()),
     }
-}
-
-/// A from-scratch run's BPE: trained on the first rows' rendered text, or the run's own.
-fn scratch_tokenizer(
-    config: &TrainConfig,
-    corpus: Corpus,
-    out: &Path,
-    resumed: bool,
-) -> Result<tokenizers::Tokenizer> {
-    let path = out.join("tokenizer.json");
-    if resumed {
-        return bpe::load(&path);
-    }
-    if let Some(run) = &config.init_from {
-        std::fs::copy(run.join("tokenizer.json"), &path)
-            .with_context(|| format!("copying the tokenizer of {}", run.display()))?;
-        return bpe::load(&path);
-    }
-    let texts: Vec<String> = match corpus {
-        Corpus::Rows(rows) => rows
-            .iter()
-            .take(4000)
-            .map(|row| -> Result<String> {
-                let request = Request::from_object(&row.request)?;
-                Ok(format!(
-                    "{}{}",
-                    config.template.render_prompt(&request),
-                    config.template.render_answer(&row.target)
-                ))
-            })
-            .collect::<Result<_>>()?,
-        Corpus::Sequences { sequences, .. } => sequences
-            .iter()
-            .take(4000)
-            .map(|s| config.template.render_sequence(&s.items))
-            .collect(),
-    };
-    // The sequence layout reads each id after a space: " 531" must be one token there.
-    let spaced = config.template.layout == kvrec_core::template::Layout::Sequence;
-    bpe::train(
-        &texts,
-        config.vocab_size,
-        config.number_tokens,
-        spaced,
-        &path,
-    )
-}
-
-fn write_rows(path: &Path, header: &str, rows: &[String]) -> Result<()> {
-    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(file, "{header}")?;
-    for row in rows {
-        writeln!(file, "{row}")?;
-    }
-    file.flush()?;
-    Ok(())
 }
