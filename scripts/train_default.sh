@@ -3,15 +3,17 @@
 # the sequence stage (next-item prediction at every position of each user's training
 # sequence, softmax over every movie, the best epoch by validation HR@1), then export.
 #
-#   bash scripts/train_default.sh [TIE_ORDER] [OUT]
+#   bash scripts/train_default.sh [TIE_ORDER] [OUT] [TRAIN OPTIONS...]
 #
 # TIE_ORDER: file (default; the shipped model) or movie-id. OUT: the run folder
 # (default target/default-<tie order>). The exported GGUF is written to OUT/model.gguf;
-# copy it to models/ to ship it. Set KVREC_EPOCHS to shorten a trial run.
+# copy it to models/ to ship it. Set KVREC_EPOCHS to shorten a trial run. Further options
+# go to `train` (options the recipe does not set), e.g. `--seed 7` for another draw.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tie=${1:-file}
 out=${2:-target/default-$tie}
+shift $(($# < 2 ? $# : 2))
 data=${KVREC_ML1M:-../shared/data/movielens/ml-1m-head2999}
 bin="${CARGO_TARGET_DIR:-target}/release/kvrec-finetune"
 [ -x "$bin" ] || cargo build --release -p kvrec-finetune
@@ -22,6 +24,6 @@ start=$(date +%s)
   --template models/kvrec-default.template.json --number-tokens 3952 --vocab 300 \
   --sequence-window 100 --context 256 --d-model 128 --layers 2 --heads 2 --ff 256 --untied \
   --dropout 0.2 --batch 64 --lr 2e-3 --warmup 100 --epochs "${KVREC_EPOCHS:-30}" --patience 5 \
-  --checkpoint-every 100000 --out "$out/run"
+  --checkpoint-every 100000 --out "$out/run" "$@"
 "$bin" export --run "$out/run" --out "$out/model.gguf" --dtype f16 --name kvrec-default
 echo "trained and exported in $(( $(date +%s) - start )) s: $out/model.gguf"

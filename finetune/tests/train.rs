@@ -665,3 +665,94 @@ fn the_sequence_stage_refuses_what_it_cannot_train() {
     );
     assert!(mismatched.contains("train.jsonl"), "{mismatched}");
 }
+
+#[test]
+fn an_averaged_run_ranks_and_exports_its_average_and_resumes_to_the_same_average() {
+    let (sequences, valid) = sequence_data();
+    let validated = scratch("average-validated");
+    let config = TrainConfig {
+        ema: 0.9,
+        epochs: 3.0,
+        ..sequence_config()
+    };
+    let corpus = train::Corpus::Sequences {
+        sequences: &sequences,
+        valid: &valid,
+    };
+    train::run_corpus(&config, corpus, &validated, false, None, false).unwrap();
+    let validation = std::fs::read_to_string(validated.join("valid.csv")).unwrap();
+    let mut lines = validation.lines();
+    assert_eq!(lines.next(), Some("step,epoch,hr1,ndcg3,raw_hr1,raw_ndcg3"));
+    for row in lines {
+        let fields: Vec<f64> = row.split(',').map(|f| f.parse().unwrap()).collect();
+        assert_eq!(fields.len(), 6, "{row}");
+        assert!(fields[2..].iter().all(|v| (0.0..=1.0).contains(v)), "{row}");
+    }
+
+    // Without validation nothing ranks the epochs: the best is the latest average, under the
+    // weights' own names, and export writes it.
+    let corpus = train::Corpus::Sequences {
+        sequences: &sequences,
+        valid: &[],
+    };
+    let config = TrainConfig {
+        valid: None,
+        ..config
+    };
+    let straight = scratch("average");
+    train::run_corpus(&config, corpus, &straight, false, None, false).unwrap();
+    let saved = checkpoint::tensors(&straight.join("checkpoint.safetensors")).unwrap();
+    let (best_path, _) = checkpoint::best(&straight).unwrap().unwrap();
+    let best = checkpoint::tensors(&best_path).unwrap();
+    let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    let mut moved = 0f32;
+    for (name, weights) in &best {
+        assert_eq!(
+            max_diff(weights, &saved[&format!("ema.{name}")]),
+            0.0,
+            "{name}"
+        );
+        moved = moved.max(max_diff(weights, &saved[name]));
+    }
+    assert_eq!(best.len() * 4, saved.len(), "weights, two moments, average");
+    assert!(moved > 1e-4, "the average is not the raw weights ({moved})");
+    let gguf = straight.join("model.gguf");
+    train::export::export(&straight, &gguf, GgmlDType::F32, "average").unwrap();
+    let mut file = std::fs::File::open(&gguf).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    for name in [
+        "token_embd.weight",
+        "blk.1.ffn_down.weight",
+        "output.weight",
+    ] {
+        let written = content
+            .tensor(&mut file, name, &Device::Cpu)
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap();
+        let average = &saved[&format!("ema.{name}")];
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&written), flat(average), "{name} is exported averaged");
+    }
+
+    // An interrupted run resumes its average where it stopped.
+    let interrupted = scratch("average-interrupted");
+    train::run_corpus(&config, corpus, &interrupted, false, Some(5), false).unwrap();
+    train::run_corpus(&config, corpus, &interrupted, true, None, false).unwrap();
+    let resumed = checkpoint::tensors(&interrupted.join("checkpoint.safetensors")).unwrap();
+    for (name, tensor) in &saved {
+        let diff = max_diff(tensor, &resumed[name]);
+        assert!(diff < 1e-5, "{name}: {diff}");
+    }
+}

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::quantized::GgmlDType;
 use clap::{Args, ValueEnum};
 use kvrec_core::template::{CandidateIdPosition, TemplateSpec};
@@ -127,6 +127,10 @@ pub struct TrainArgs {
     /// Sequence stage: stop after this many epochs without a better validation HR@1.
     #[arg(long, default_value_t = TrainConfig::default().patience)]
     patience: usize,
+    /// Validate and export an exponential moving average of the weights with this decay per
+    /// step (e.g. 0.998: about the last 500 steps); 0 keeps the raw weights.
+    #[arg(long, default_value_t = TrainConfig::default().ema)]
+    ema: f64,
 }
 
 impl TrainArgs {
@@ -162,6 +166,12 @@ impl TrainArgs {
             },
             layers: self.lora_layers.clone(),
         });
+        if !(0.0..1.0).contains(&self.ema) {
+            bail!(
+                "--ema {} is not a decay: give one in [0, 1), e.g. 0.998, or 0 for the raw weights",
+                self.ema
+            );
+        }
         Ok(TrainConfig {
             data: self.data.clone(),
             seed: self.seed,
@@ -191,6 +201,7 @@ impl TrainArgs {
             dropout: self.dropout,
             valid: self.valid.clone(),
             patience: self.patience,
+            ema: self.ema,
             ..TrainConfig::default()
         })
     }

@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor, Var};
 use kvrec_llm::llama_file::LlamaShape;
 use serde::{Deserialize, Serialize};
 
+use super::average::{self, WeightAverage};
 use super::config::TrainConfig;
 use super::model::Transformer;
 use super::optimizer::AdamW;
@@ -23,12 +24,13 @@ pub struct Saved {
 }
 
 /// Saves the trained tensors `vars` under `names` (every weight, or the LoRA adapters) with
-/// their optimizer moments.
+/// their optimizer moments and, in a run with `--ema`, their average.
 pub fn save(
     out: &Path,
     names: &[String],
     vars: &[Var],
     optimizer: &AdamW,
+    average: Option<&WeightAverage>,
     config: &TrainConfig,
     step: usize,
 ) -> Result<()> {
@@ -37,11 +39,14 @@ pub fn save(
         tensors.insert(name.clone(), vars[i].as_tensor().clone());
         tensors.insert(format!("adam.m.{name}"), optimizer.m[i].clone());
         tensors.insert(format!("adam.v.{name}"), optimizer.v[i].clone());
+        if let Some(average) = average {
+            tensors.insert(
+                format!("{}{name}", average::PREFIX),
+                average.tensors[i].clone(),
+            );
+        }
     }
-    // Written aside and renamed, so an interrupted save never leaves a broken checkpoint.
-    let tmp = out.join(format!("{WEIGHTS}.tmp"));
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, out.join(WEIGHTS))?;
+    save_tensors(&tensors, &out.join(WEIGHTS))?;
     let state = Saved {
         step,
         config: config.clone(),
@@ -53,11 +58,30 @@ pub fn save(
 const BEST_WEIGHTS: &str = "best.safetensors";
 const BEST_STATE: &str = "best.json";
 
-/// Copies the checkpoint just saved as the run's best (by validation); export prefers it.
-pub fn keep_as_best(out: &Path) -> Result<()> {
-    let tmp = out.join(format!("{BEST_WEIGHTS}.tmp"));
-    std::fs::copy(out.join(WEIGHTS), &tmp)?;
-    std::fs::rename(&tmp, out.join(BEST_WEIGHTS))?;
+/// Written aside and renamed, so an interrupted save never leaves a broken file.
+fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    candle_core::safetensors::save(tensors, &tmp)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Keeps the checkpoint just saved as the run's best (by validation); export prefers it. With
+/// an `average` (a run with `--ema`), the best is the averaged weights under their own names:
+/// what was validated is what export writes.
+pub fn keep_as_best(out: &Path, names: &[String], average: Option<&WeightAverage>) -> Result<()> {
+    match average {
+        Some(average) => {
+            let tensors = names.iter().cloned().zip(average.tensors.iter().cloned());
+            save_tensors(&tensors.collect(), &out.join(BEST_WEIGHTS))?;
+        }
+        None => {
+            let tmp = out.join(format!("{BEST_WEIGHTS}.tmp"));
+            std::fs::copy(out.join(WEIGHTS), &tmp)?;
+            std::fs::rename(&tmp, out.join(BEST_WEIGHTS))?;
+        }
+    }
     std::fs::copy(out.join(STATE), out.join(BEST_STATE))?;
     Ok(())
 }

@@ -78,6 +78,10 @@ pub struct TrainConfig {
     /// Sequence stage: stop after this many epochs without a better validation HR@1 (0: never).
     #[serde(default)]
     pub patience: usize,
+    /// Decay of an exponential moving average of the weights, which validation ranks and
+    /// export writes (0: the raw weights).
+    #[serde(default)]
+    pub ema: f64,
 }
 
 fn one() -> usize {
@@ -116,6 +120,7 @@ impl Default for TrainConfig {
             dropout: 0.0,
             valid: None,
             patience: 0,
+            ema: 0.0,
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Prompts and answers are rendered by kvrec-core with the template stored in the model, and
 //! tokenized apart (BOS + prompt, then answer + EOS), as kvrec-llm does when it serves.
 
+pub mod average;
 pub mod base;
 pub mod bpe;
 pub mod checkpoint;

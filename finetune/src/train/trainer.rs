@@ -10,6 +10,7 @@ use kvrec_core::rng::Rng;
 use kvrec_llm::llama_file::LlamaShape;
 use serde::Serialize;
 
+use super::average::WeightAverage;
 use super::base::Base;
 use super::examples::row_examples;
 use super::lora::Lora;
@@ -241,6 +242,16 @@ pub fn run_corpus(
         ),
         None => (AdamW::new(&vars, config.weight_decay)?, 0),
     };
+    let mut average = match (&resumed, config.ema > 0.0) {
+        (_, false) => None,
+        (Some((path, _)), true) => Some(WeightAverage::from_checkpoint(
+            config.ema,
+            start_step,
+            &names,
+            &checkpoint::tensors(path)?,
+        )?),
+        (None, true) => Some(WeightAverage::new(config.ema, &vars)?),
+    };
     let parameters = match &model.lora {
         Some(lora) => lora.parameter_count(),
         None => model.parameter_count(),
@@ -302,6 +313,9 @@ pub fn run_corpus(
         let grads = loss.backward()?;
         let lr = learning_rate(config, step, total);
         optimizer.step(&vars, &grads, lr)?;
+        if let Some(average) = average.as_mut() {
+            average.update(&vars)?;
+        }
         tokens_seen += batch.tokens;
         let rate = tokens_seen as f64 / started.elapsed().as_secs_f64();
         curve.push(format!(
@@ -316,7 +330,19 @@ pub fn run_corpus(
         let epoch_end = (step + 1) % per_epoch == 0 || step + 1 == total;
         let validating = !valid.is_empty() && epoch_end;
         if (step + 1) % config.checkpoint_every == 0 || step + 1 == end || validating {
-            checkpoint::save(out, &names, &vars, &optimizer, config, step + 1)?;
+            checkpoint::save(
+                out,
+                &names,
+                &vars,
+                &optimizer,
+                average.as_ref(),
+                config,
+                step + 1,
+            )?;
+            if average.is_some() && valid.is_empty() {
+                // Nothing ranks the epochs: export takes the latest average.
+                checkpoint::keep_as_best(out, &names, average.as_ref())?;
+            }
             checkpoint::write_rows(&loss_csv, "step,epoch,loss,lr,tokens_per_s", &curve)?;
             let losses: Vec<f64> = curve
                 .iter()
@@ -326,18 +352,41 @@ pub fn run_corpus(
         }
         // Validation requests come only with sequences, which always have item classes.
         if let Some(items) = items.as_ref().filter(|_| validating) {
-            let (hr1, ndcg3) =
-                sequence::validate(&model, tokenizer.as_ref(), &config.template, items, valid)?;
+            let validate = |model: &Transformer| {
+                sequence::validate(model, tokenizer.as_ref(), &config.template, items, valid)
+            };
+            // With an average, the raw weights are ranked too: the two columns show what
+            // averaging adds at every epoch.
+            let ((hr1, ndcg3), raw) = match average.as_mut() {
+                Some(average) => {
+                    let raw = validate(&model)?;
+                    average.swap(&vars)?;
+                    let averaged = validate(&model);
+                    // Back to the raw weights before anything can fail: training goes on.
+                    average.swap(&vars)?;
+                    (averaged?, Some(raw))
+                }
+                None => (validate(&model)?, None),
+            };
             let epoch = (step + 1).div_ceil(per_epoch);
             if hr1 > best.map_or(f64::NEG_INFINITY, |(_, h)| h) {
                 best = Some((epoch, hr1));
-                checkpoint::keep_as_best(out)?;
+                checkpoint::keep_as_best(out, &names, average.as_ref())?;
             }
-            validation.push(format!("{},{epoch},{hr1:.4},{ndcg3:.4}", step + 1));
-            checkpoint::write_rows(&out.join("valid.csv"), "step,epoch,hr1,ndcg3", &validation)?;
+            let mut row = format!("{},{epoch},{hr1:.4},{ndcg3:.4}", step + 1);
+            let mut header = "step,epoch,hr1,ndcg3".to_string();
+            if let Some((raw_hr1, raw_ndcg3)) = raw {
+                row.push_str(&format!(",{raw_hr1:.4},{raw_ndcg3:.4}"));
+                header.push_str(",raw_hr1,raw_ndcg3");
+            }
+            validation.push(row);
+            checkpoint::write_rows(&out.join("valid.csv"), &header, &validation)?;
             if let Some(bar) = &bar {
+                let raw = raw.map_or(String::new(), |(h, n)| {
+                    format!(" (raw weights {h:.4}, {n:.4})")
+                });
                 bar.println(format!(
-                    "epoch {epoch}: validation HR@1 {hr1:.4}, NDCG@3 {ndcg3:.4}"
+                    "epoch {epoch}: validation HR@1 {hr1:.4}, NDCG@3 {ndcg3:.4}{raw}"
                 ));
             }
             if config.patience > 0 && best.is_some_and(|(e, _)| epoch >= e + config.patience) {
