@@ -58,29 +58,36 @@ pub fn save(
 const BEST_WEIGHTS: &str = "best.safetensors";
 const BEST_STATE: &str = "best.json";
 
-/// Written aside and renamed, so an interrupted save never leaves a broken file.
-fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+/// Writes `path` through `write` aside and renames it, so an interrupted save never leaves a
+/// broken file.
+fn write_aside(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    candle_core::safetensors::save(tensors, &tmp)?;
+    write(Path::new(&tmp))?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    write_aside(path, |tmp| {
+        Ok(candle_core::safetensors::save(tensors, tmp)?)
+    })
 }
 
 /// Keeps the checkpoint just saved as the run's best (by validation); export prefers it. With
 /// an `average` (a run with `--ema`), the best is the averaged weights under their own names:
 /// what was validated is what export writes.
 pub fn keep_as_best(out: &Path, names: &[String], average: Option<&WeightAverage>) -> Result<()> {
+    let best = out.join(BEST_WEIGHTS);
     match average {
         Some(average) => {
             let tensors = names.iter().cloned().zip(average.tensors.iter().cloned());
-            save_tensors(&tensors.collect(), &out.join(BEST_WEIGHTS))?;
+            save_tensors(&tensors.collect(), &best)?;
         }
-        None => {
-            let tmp = out.join(format!("{BEST_WEIGHTS}.tmp"));
-            std::fs::copy(out.join(WEIGHTS), &tmp)?;
-            std::fs::rename(&tmp, out.join(BEST_WEIGHTS))?;
-        }
+        None => write_aside(&best, |tmp| {
+            std::fs::copy(out.join(WEIGHTS), tmp)?;
+            Ok(())
+        })?,
     }
     std::fs::copy(out.join(STATE), out.join(BEST_STATE))?;
     Ok(())
