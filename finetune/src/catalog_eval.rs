@@ -228,10 +228,12 @@ mod tests {
             Sequence {
                 user_id: 1,
                 items: vec![1, 2, 3],
+                times: Vec::new(),
             },
             Sequence {
                 user_id: 2,
                 items: vec![3, 4, 5],
+                times: Vec::new(),
             },
         ];
         let eligible = Eligible::new(&sequences);

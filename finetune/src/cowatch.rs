@@ -114,6 +114,7 @@ mod tests {
         Sequence {
             user_id,
             items: items.to_vec(),
+            times: Vec::new(),
         }
     }
 

@@ -16,6 +16,10 @@ use crate::movielens;
 pub struct Sequence {
     pub user_id: i64,
     pub items: Vec<i64>,
+    /// Each item's time (seconds), where the source has them. Items of one second came in one
+    /// submission, in an order the data does not record (see `train --shuffle-ties`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub times: Vec<i64>,
 }
 
 /// An item's key-values. `title` and `genres` are the keys the InstructMK prompt names; the

@@ -111,6 +111,17 @@ pub fn event_sequences(
     min_interactions: usize,
     ties: TieOrder,
 ) -> UserSequences {
+    timed_sequences(data, min_interactions, ties)
+        .into_iter()
+        .map(|(user, items)| (user, items.into_iter().map(|(m, r, _)| (m, r)).collect()))
+        .collect()
+}
+
+/// Each user's `(item, rating, time)` in time order, users ascending.
+type TimedSequences = Vec<(i64, Vec<(i64, Option<i64>, i64)>)>;
+
+/// [`event_sequences`] with each item's time.
+fn timed_sequences(data: &Interactions, min_interactions: usize, ties: TieOrder) -> TimedSequences {
     let mut per_user: HashMap<i64, usize> = HashMap::new();
     let mut per_item: HashMap<i64, usize> = HashMap::new();
     for e in &data.events {
@@ -126,7 +137,7 @@ pub fn event_sequences(
                 .push((e.time, e.item, e.rating));
         }
     }
-    let mut out: UserSequences = by_user
+    let mut out: TimedSequences = by_user
         .into_iter()
         .map(|(user, mut items)| {
             match ties {
@@ -138,7 +149,7 @@ pub fn event_sequences(
                 user,
                 items
                     .into_iter()
-                    .map(|(_, m, rating)| (m, rating))
+                    .map(|(ts, m, rating)| (m, rating, ts))
                     .collect(),
             )
         })
@@ -155,7 +166,11 @@ pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
 /// Builds the train and test instances and the training sequences.
 pub fn build_from(data: &Interactions, config: &ProtocolConfig) -> ProtocolData {
     let movies: HashMap<i64, &Item> = data.items.iter().map(|(id, m)| (*id, m)).collect();
-    let sequences = event_sequences(data, config.min_interactions, config.tie_order);
+    let timed = timed_sequences(data, config.min_interactions, config.tie_order);
+    let sequences: UserSequences = timed
+        .iter()
+        .map(|(user, items)| (*user, items.iter().map(|&(m, r, _)| (m, r)).collect()))
+        .collect();
     let mut universe: Vec<i64> = sequences
         .iter()
         .flat_map(|(_, items)| items.iter().map(|(m, _)| *m))
@@ -164,11 +179,15 @@ pub fn build_from(data: &Interactions, config: &ProtocolConfig) -> ProtocolData 
         .collect();
     universe.sort_unstable();
 
-    let train_sequences: Vec<Sequence> = sequences
+    let train_sequences: Vec<Sequence> = timed
         .iter()
-        .map(|(user_id, items)| Sequence {
-            user_id: *user_id,
-            items: items[..items.len() - 1].iter().map(|(m, _)| *m).collect(),
+        .map(|(user_id, items)| {
+            let kept = &items[..items.len() - 1];
+            Sequence {
+                user_id: *user_id,
+                items: kept.iter().map(|&(m, _, _)| m).collect(),
+                times: kept.iter().map(|&(_, _, ts)| ts).collect(),
+            }
         })
         .collect();
     let popularity = popularity(&train_sequences);

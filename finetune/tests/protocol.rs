@@ -440,4 +440,13 @@ fn the_tie_rule_changes_only_the_order_within_a_second() {
         .iter()
         .zip(&y.test)
         .any(|(a, b)| a.positive != b.positive));
+    // The training sequences carry each item's second, which `train --shuffle-ties` reads.
+    for sequence in x.train_sequences.iter().chain(&y.train_sequences) {
+        let times: Vec<i64> = sequence
+            .items
+            .iter()
+            .map(|m| ts[&(sequence.user_id, *m)])
+            .collect();
+        assert_eq!(sequence.times, times, "user {}", sequence.user_id);
+    }
 }

@@ -756,3 +756,73 @@ fn an_averaged_run_ranks_and_exports_its_average_and_resumes_to_the_same_average
         assert!(diff < 1e-5, "{name}: {diff}");
     }
 }
+
+#[test]
+fn shuffled_ties_change_what_is_trained_and_resume_to_the_same_weights() {
+    let (mut sequences, valid) = sequence_data();
+    // The fixture has no ties in time: put every three consecutive items in one second.
+    for sequence in &mut sequences {
+        sequence.times = (0..sequence.items.len() as i64).map(|i| i / 3).collect();
+    }
+    let corpus = train::Corpus::Sequences {
+        sequences: &sequences,
+        valid: &valid,
+    };
+    let config = TrainConfig {
+        shuffle_ties: true,
+        epochs: 3.0,
+        ..sequence_config()
+    };
+    let straight = scratch("ties");
+    train::run_corpus(&config, corpus, &straight, false, None, false).unwrap();
+    let fixed = scratch("ties-fixed");
+    let unshuffled = TrainConfig {
+        shuffle_ties: false,
+        ..config.clone()
+    };
+    train::run_corpus(&unshuffled, corpus, &fixed, false, None, false).unwrap();
+    let (shuffled_curve, fixed_curve) = (curve(&straight), curve(&fixed));
+    assert_eq!(shuffled_curve.len(), fixed_curve.len(), "the same steps");
+    assert_ne!(
+        shuffled_curve[0], fixed_curve[0],
+        "the first epoch already trains on shuffled seconds"
+    );
+
+    // Stopped inside the second epoch, a resumed run orders that epoch's seconds as the
+    // uninterrupted run did, and ends on the same weights.
+    let per_epoch = shuffled_curve.len() / 3;
+    let interrupted = scratch("ties-interrupted");
+    train::run_corpus(
+        &config,
+        corpus,
+        &interrupted,
+        false,
+        Some(per_epoch + 2),
+        false,
+    )
+    .unwrap();
+    train::run_corpus(&config, corpus, &interrupted, true, None, false).unwrap();
+    let expected = checkpoint::tensors(&straight.join("checkpoint.safetensors")).unwrap();
+    let resumed = checkpoint::tensors(&interrupted.join("checkpoint.safetensors")).unwrap();
+    for (name, tensor) in &expected {
+        let diff: f32 = (tensor - &resumed[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-5, "{name}: {diff}");
+    }
+
+    // Training rows have no seconds to shuffle.
+    let rows_run = scratch("ties-rows");
+    let refused = format!(
+        "{:#}",
+        train::run(&config, &rows(), &rows_run, false, Some(1), false).unwrap_err()
+    );
+    assert!(refused.contains("train_sequences.jsonl"), "{refused}");
+}

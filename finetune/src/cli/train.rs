@@ -131,6 +131,10 @@ pub struct TrainArgs {
     /// step (e.g. 0.998: about the last 500 steps); 0 keeps the raw weights.
     #[arg(long, default_value_t = TrainConfig::default().ema)]
     ema: f64,
+    /// Sequence stage: each epoch, put the items rated in the same second in a new random
+    /// order (needs the times `data` writes into train_sequences.jsonl).
+    #[arg(long)]
+    shuffle_ties: bool,
 }
 
 impl TrainArgs {
@@ -202,6 +206,7 @@ impl TrainArgs {
             valid: self.valid.clone(),
             patience: self.patience,
             ema: self.ema,
+            shuffle_ties: self.shuffle_ties,
             ..TrainConfig::default()
         })
     }

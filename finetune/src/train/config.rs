@@ -82,6 +82,10 @@ pub struct TrainConfig {
     /// export writes (0: the raw weights).
     #[serde(default)]
     pub ema: f64,
+    /// Sequence stage: each epoch puts the items of every second in a new random order (the
+    /// sequences' `times`); the data does not record the order within a submission.
+    #[serde(default)]
+    pub shuffle_ties: bool,
 }
 
 fn one() -> usize {
@@ -121,6 +125,7 @@ impl Default for TrainConfig {
             valid: None,
             patience: 0,
             ema: 0.0,
+            shuffle_ties: false,
         }
     }
 }

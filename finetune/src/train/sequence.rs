@@ -14,6 +14,8 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use kvrec_core::template::{Layout, TemplateSpec};
 
+use kvrec_core::rng::Rng;
+
 use super::examples::Example;
 use super::model::Transformer;
 use super::tokenizer::TextTokenizer;
@@ -168,9 +170,45 @@ pub fn hold_out_last(sequences: &[Sequence], valid: &[Instance]) -> Result<Vec<S
         .map(|s| Sequence {
             user_id: s.user_id,
             items: s.items[..s.items.len().saturating_sub(1)].to_vec(),
+            times: s.times[..s.times.len().saturating_sub(1)].to_vec(),
         })
         .filter(|s| s.items.len() >= 2)
         .collect())
+}
+
+/// `sequences` with the items of each second in a new random order. A second's ratings came
+/// in one submission (half of ML-1M's consecutive pairs share their second), and the order the
+/// data lists them in was not the order they were watched; a fixed order would have the model
+/// learn transitions inside a submission that no request can show again.
+pub fn shuffle_ties(sequences: &[Sequence], seed: u64) -> Result<Vec<Sequence>> {
+    sequences
+        .iter()
+        .map(|s| {
+            if s.times.len() != s.items.len() {
+                bail!(
+                    "user {}: the sequence carries {} times for {} items; --shuffle-ties needs \
+                     each item's time, which `data` writes into train_sequences.jsonl (write \
+                     the data again with this version)",
+                    s.user_id,
+                    s.times.len(),
+                    s.items.len()
+                );
+            }
+            let mut rng = Rng::fork(seed, s.user_id as u64);
+            let mut shuffled = s.clone();
+            let mut start = 0;
+            while start < s.times.len() {
+                let end = start
+                    + s.times[start..]
+                        .iter()
+                        .take_while(|&&t| t == s.times[start])
+                        .count();
+                rng.shuffle(&mut shuffled.items[start..end]);
+                start = end;
+            }
+            Ok(shuffled)
+        })
+        .collect()
 }
 
 /// HR@1 and NDCG@3 of `model` on `instances`, scored as llama.cpp scores them (the
@@ -233,6 +271,52 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ties_are_shuffled_within_their_second_only_and_by_the_seed() {
+        let sequence = Sequence {
+            user_id: 7,
+            items: (1..=12).collect(),
+            times: vec![5, 5, 5, 5, 5, 9, 10, 10, 10, 10, 10, 11],
+        };
+        let shuffled: Vec<Vec<i64>> = (0..20)
+            .map(|seed| {
+                shuffle_ties(std::slice::from_ref(&sequence), seed).unwrap()[0]
+                    .items
+                    .clone()
+            })
+            .collect();
+        for items in &shuffled {
+            let mut first: Vec<i64> = items[..5].to_vec();
+            first.sort_unstable();
+            assert_eq!(
+                first,
+                vec![1, 2, 3, 4, 5],
+                "the first second's items stay in it"
+            );
+            assert_eq!(items[5], 6, "a second of one item keeps its place");
+            let mut second: Vec<i64> = items[6..11].to_vec();
+            second.sort_unstable();
+            assert_eq!(second, vec![7, 8, 9, 10, 11]);
+            assert_eq!(items[11], 12);
+        }
+        assert!(
+            shuffled.iter().any(|items| items != &sequence.items),
+            "some seed reorders a second"
+        );
+        assert!(shuffled.iter().skip(1).any(|items| items != &shuffled[0]));
+        assert_eq!(
+            shuffle_ties(std::slice::from_ref(&sequence), 3).unwrap(),
+            shuffle_ties(std::slice::from_ref(&sequence), 3).unwrap(),
+            "the same seed, the same order"
+        );
+        let untimed = Sequence {
+            times: Vec::new(),
+            ..sequence
+        };
+        let error = shuffle_ties(&[untimed], 1).unwrap_err().to_string();
+        assert!(error.contains("write the data again"), "{error}");
+    }
 
     #[test]
     fn every_item_after_the_first_is_a_target_once_with_enough_context() {

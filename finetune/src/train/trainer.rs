@@ -187,12 +187,12 @@ pub fn run_corpus(
         _ => bail!("LoRA needs both a base GGUF and adapter settings"),
     };
     let context = config.context.min(model.shape.context);
-    let (examples, items, valid) = match corpus {
-        Corpus::Rows(rows) => (
-            row_examples(config, rows, tokenizer.as_ref(), context, progress)?,
-            None,
-            &[][..],
-        ),
+    let window = config.sequence_window.min(context.saturating_sub(1));
+    let (sequences, items, valid) = match corpus {
+        Corpus::Rows(_) if config.shuffle_ties => {
+            bail!("--shuffle-ties orders training sequences; pass train_sequences.jsonl with --sequence-window")
+        }
+        Corpus::Rows(_) => (None, None, &[][..]),
         Corpus::Sequences { sequences, valid } => {
             if config.sequence_window < 2 {
                 bail!("the sequence stage needs windows of at least 2 items (--sequence-window)");
@@ -206,27 +206,41 @@ pub fn run_corpus(
                 &out.join(CATALOG_FILE),
                 serde_json::to_string(&catalog)?.as_bytes(),
             )?;
-            let held_out;
             let sequences = if valid.is_empty() {
-                sequences
+                sequences.to_vec()
             } else {
-                held_out = sequence::hold_out_last(sequences, valid)?;
-                &held_out[..]
+                sequence::hold_out_last(sequences, valid)?
             };
-            let examples = sequence::examples(
-                sequences,
-                tokenizer.as_ref(),
-                &config.template,
-                config.sequence_window.min(context.saturating_sub(1)),
-            )?;
             model.attention_span = (config.attention_span > 0).then_some(config.attention_span);
             let items = sequence::ItemClasses::new(
                 tokenizer.as_ref(),
                 &config.template,
                 config.number_tokens as i64,
             )?;
-            (examples, Some(items), valid)
+            (Some(sequences), Some(items), valid)
         }
+    };
+    // An epoch's windows: with --shuffle-ties each epoch orders every second's items anew
+    // (seeded by the epoch, so a resumed run sees the same orders); the windows, and so the
+    // steps of an epoch, stay the same.
+    let sequence_examples = |sequences: &[Sequence], epoch: usize| -> Result<Vec<Example>> {
+        let shuffled;
+        let sequences = if config.shuffle_ties {
+            let seed = Rng::fork(config.seed ^ TIES_STREAM, epoch as u64).next_u64();
+            shuffled = sequence::shuffle_ties(sequences, seed)?;
+            &shuffled[..]
+        } else {
+            sequences
+        };
+        sequence::examples(sequences, tokenizer.as_ref(), &config.template, window)
+    };
+    let mut examples_epoch = 0;
+    let mut examples = match (&corpus, &sequences) {
+        (Corpus::Rows(rows), _) => {
+            row_examples(config, rows, tokenizer.as_ref(), context, progress)?
+        }
+        (_, Some(sequences)) => sequence_examples(sequences, examples_epoch)?,
+        (_, None) => unreachable!("a sequence corpus keeps its sequences"),
     };
     if examples.is_empty() {
         bail!("no training rows");
@@ -289,6 +303,12 @@ pub fn run_corpus(
     let mut steps_done = start_step;
     for step in start_step..end {
         steps_done = step + 1;
+        if let Some(sequences) = sequences.as_ref().filter(|_| config.shuffle_ties) {
+            if step / per_epoch != examples_epoch {
+                examples_epoch = step / per_epoch;
+                examples = sequence_examples(sequences, examples_epoch)?;
+            }
+        }
         let indices = batch_indices(examples.len(), config.batch, config.seed, step);
         let picked: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
         let batch = batch(&picked, pad, config.answer_weight)?;
@@ -406,6 +426,9 @@ pub fn run_corpus(
         parameters,
     })
 }
+
+/// Seeds each epoch's order of the items within a second (`--shuffle-ties`).
+const TIES_STREAM: u64 = 0x7469_6573_0000_0000;
 
 /// Seeds the dropout masks of each step (with the run's seed), so a resumed run repeats them.
 const DROPOUT_STREAM: u64 = 0x6472_6f70_6f75_7400;
