@@ -188,11 +188,11 @@ pub fn run_corpus(
     };
     let context = config.context.min(model.shape.context);
     let window = config.sequence_window.min(context.saturating_sub(1));
-    let (sequences, items, valid) = match corpus {
+    let (sequences, valid) = match corpus {
         Corpus::Rows(_) if config.shuffle_ties => {
             bail!("--shuffle-ties orders training sequences; pass train_sequences.jsonl with --sequence-window")
         }
-        Corpus::Rows(_) => (None, None, &[][..]),
+        Corpus::Rows(_) => (None, &[][..]),
         Corpus::Sequences { sequences, valid } => {
             if config.sequence_window < 2 {
                 bail!("the sequence stage needs windows of at least 2 items (--sequence-window)");
@@ -212,12 +212,7 @@ pub fn run_corpus(
                 sequence::hold_out_last(sequences, valid)?
             };
             model.attention_span = (config.attention_span > 0).then_some(config.attention_span);
-            let items = sequence::ItemClasses::new(
-                tokenizer.as_ref(),
-                &config.template,
-                config.number_tokens as i64,
-            )?;
-            (Some(sequences), Some(items), valid)
+            (Some(sequences), valid)
         }
     };
     // An epoch's windows: with --shuffle-ties each epoch orders every second's items anew
@@ -241,6 +236,15 @@ pub fn run_corpus(
         }
         (_, Some(sequences)) => sequence_examples(sequences, examples_epoch)?,
         (_, None) => unreachable!("a sequence corpus keeps its sequences"),
+    };
+    // After the examples, whose error names a template without the sequence layout.
+    let items = match &sequences {
+        Some(_) => Some(sequence::ItemClasses::new(
+            tokenizer.as_ref(),
+            &config.template,
+            config.number_tokens as i64,
+        )?),
+        None => None,
     };
     if examples.is_empty() {
         bail!("no training rows");
