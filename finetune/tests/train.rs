@@ -532,6 +532,20 @@ fn lora_trains_resumes_merges_and_llama_cpp_serves_the_merge() {
 
 /// The fixture's data for the sequence stage: each user's training sequence and the
 /// validation requests of their last training items.
+/// The largest absolute difference between two tensors of one shape.
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
 fn sequence_data() -> (Vec<Sequence>, Vec<Instance>) {
     let data = build(
         &movielens::read(&common::ml_tiny()).unwrap(),
@@ -704,18 +718,6 @@ fn an_averaged_run_ranks_and_exports_its_average_and_resumes_to_the_same_average
     let saved = checkpoint::tensors(&straight.join("checkpoint.safetensors")).unwrap();
     let (best_path, _) = checkpoint::best(&straight).unwrap().unwrap();
     let best = checkpoint::tensors(&best_path).unwrap();
-    let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    };
     let mut moved = 0f32;
     for (name, weights) in &best {
         assert_eq!(
@@ -805,16 +807,7 @@ fn shuffled_ties_change_what_is_trained_and_resume_to_the_same_weights() {
     let expected = checkpoint::tensors(&straight.join("checkpoint.safetensors")).unwrap();
     let resumed = checkpoint::tensors(&interrupted.join("checkpoint.safetensors")).unwrap();
     for (name, tensor) in &expected {
-        let diff: f32 = (tensor - &resumed[name])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = max_diff(tensor, &resumed[name]);
         assert!(diff < 1e-5, "{name}: {diff}");
     }
 
