@@ -111,9 +111,14 @@ pub fn event_sequences(
     min_interactions: usize,
     ties: TieOrder,
 ) -> UserSequences {
-    timed_sequences(data, min_interactions, ties)
-        .into_iter()
-        .map(|(user, items)| (user, items.into_iter().map(|(m, r, _)| (m, r)).collect()))
+    untimed(&timed_sequences(data, min_interactions, ties))
+}
+
+/// Each user's `(item, rating)` of timed sequences.
+fn untimed(timed: &TimedSequences) -> UserSequences {
+    timed
+        .iter()
+        .map(|(user, items)| (*user, items.iter().map(|&(m, r, _)| (m, r)).collect()))
         .collect()
 }
 
@@ -167,10 +172,7 @@ pub fn build(data: &Dataset, config: &ProtocolConfig) -> ProtocolData {
 pub fn build_from(data: &Interactions, config: &ProtocolConfig) -> ProtocolData {
     let movies: HashMap<i64, &Item> = data.items.iter().map(|(id, m)| (*id, m)).collect();
     let timed = timed_sequences(data, config.min_interactions, config.tie_order);
-    let sequences: UserSequences = timed
-        .iter()
-        .map(|(user, items)| (*user, items.iter().map(|&(m, r, _)| (m, r)).collect()))
-        .collect();
+    let sequences = untimed(&timed);
     let mut universe: Vec<i64> = sequences
         .iter()
         .flat_map(|(_, items)| items.iter().map(|(m, _)| *m))

@@ -12,9 +12,8 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use kvrec_core::template::{Layout, TemplateSpec};
-
 use kvrec_core::rng::Rng;
+use kvrec_core::template::{Layout, TemplateSpec};
 
 use super::examples::Example;
 use super::model::Transformer;
