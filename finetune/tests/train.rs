@@ -12,11 +12,15 @@ use candle_core::quantized::GgmlDType;
 use kvrec_core::options::Options;
 use kvrec_core::template::TemplateSpec;
 use kvrec_core::Request;
+use kvrec_finetune::interactions::Interactions;
 use kvrec_finetune::movielens;
 use kvrec_finetune::protocol::{build, Instance, ProtocolConfig, Sequence};
 use kvrec_finetune::train::base::Base;
 use kvrec_finetune::train::lora::{self, Lora, LoraSpec};
-use kvrec_finetune::train::{self, bpe, checkpoint, model::Transformer, TrainConfig};
+use kvrec_finetune::train::sequence::ItemClasses;
+use kvrec_finetune::train::{
+    self, bpe, checkpoint, item_keys, model, model::Transformer, TrainConfig,
+};
 use kvrec_finetune::training_data::{self, TrainingRow};
 use kvrec_llm::llama_file::LlamaShape;
 use kvrec_llm::trie::CandidateTrie;
@@ -818,4 +822,76 @@ fn shuffled_ties_change_what_is_trained_and_resume_to_the_same_weights() {
         train::run(&config, &rows(), &rows_run, false, Some(1), false).unwrap_err()
     );
     assert!(refused.contains("train_sequences.jsonl"), "{refused}");
+}
+
+#[test]
+fn item_keys_train_fold_into_the_export_and_llama_cpp_scores_alike() {
+    let (sequences, valid) = sequence_data();
+    let run = scratch("item-keys");
+    let keys_file = run.join(item_keys::ITEM_KEYS_FILE);
+    let interactions = Interactions::from(&movielens::read(&common::ml_tiny()).unwrap());
+    let keys = item_keys::of_items(&interactions.items);
+    kvrec_finetune::io::write_jsonl(&keys_file, &keys).unwrap();
+    let config = TrainConfig {
+        item_keys: Some(keys_file),
+        epochs: 4.0,
+        ..sequence_config()
+    };
+    let corpus = train::Corpus::Sequences {
+        sequences: &sequences,
+        valid: &valid,
+    };
+    train::run_corpus(&config, corpus, &run, false, None, false).unwrap();
+
+    // The key matrix is fixed; the keys' embeddings, started at zero, have learned.
+    let (tokenizer, model) = export_and_load(&run, "item-keys");
+    assert!(model.has_item_keys());
+    let saved = checkpoint::tensors(&run.join("checkpoint.safetensors")).unwrap();
+    let classes =
+        ItemClasses::new(&tokenizer, &config.template, config.number_tokens as i64).unwrap();
+    let (matrix, names) =
+        item_keys::matrix(&keys, &classes, tokenizer.get_vocab_size(true)).unwrap();
+    assert_eq!(max_diff(&matrix, &saved[model::ITEM_KEY_MATRIX]), 0.0);
+    let several = keys
+        .iter()
+        .find(|k| k.keys.iter().filter(|k| k.starts_with("genre=")).count() == 2)
+        .expect("the fixture has an item of two genres");
+    let row: Vec<f32> = matrix
+        .get(classes.token(several.id).unwrap() as usize)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for (name, weight) in names.iter().zip(&row) {
+        let expected = if !several.keys.contains(name) {
+            0.0
+        } else if name.starts_with("genre=") {
+            0.5
+        } else {
+            1.0
+        };
+        assert_eq!(*weight, expected, "{name} of item {}", several.id);
+    }
+    for name in [model::ITEM_KEY_INPUT, model::ITEM_KEY_OUTPUT] {
+        let trained = saved[name].abs().unwrap().max_all().unwrap();
+        assert!(trained.to_scalar::<f32>().unwrap() > 1e-3, "{name} trained");
+    }
+
+    // The GGUF holds the folded tables: llama.cpp ranks as candle's forward with keys does.
+    let served = kvrec_llm::registry::get("item-keys").unwrap();
+    for instance in valid.iter().take(4) {
+        let request = instance.request().unwrap();
+        let prompt = config.template.render_prompt(&request);
+        let ours = same_tokens(&tokenizer, &served, &prompt);
+        let (prompt_ids, prefixes) = scoring_inputs(&tokenizer, &config.template, &request, &ours);
+        let expected = model.candidate_scores(&prompt_ids, &prefixes).unwrap();
+        assert_scores_match(&ranked("item-keys", &request), &request, &expected);
+    }
+
+    // Keys are for the sequence stage of a model trained from scratch.
+    let rows_run = scratch("item-keys-rows");
+    let refused = format!(
+        "{:#}",
+        train::run(&config, &rows(), &rows_run, false, Some(1), false).unwrap_err()
+    );
+    assert!(refused.contains("--sequence-window"), "{refused}");
 }

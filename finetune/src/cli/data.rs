@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use kvrec_finetune::interactions::Interactions;
 use kvrec_finetune::protocol::{self, ProtocolConfig, TieOrder, CANDIDATE_KEYS};
+use kvrec_finetune::train::item_keys::{self, ITEM_KEYS_FILE};
 use kvrec_finetune::{db, io, movielens, recipe, training_data};
 use serde_json::json;
 
@@ -116,6 +117,10 @@ impl DataArgs {
         io::write_jsonl(&out.join("train.jsonl"), &data.train)?;
         io::write_jsonl(&out.join("test.jsonl"), &data.test)?;
         io::write_jsonl(&out.join("train_sequences.jsonl"), &data.train_sequences)?;
+        io::write_jsonl(
+            &out.join(ITEM_KEYS_FILE),
+            &item_keys::of_items(&interactions.items),
+        )?;
         if let Some(ids) = &interactions.item_ids {
             io::write_atomically(
                 &out.join(recipe::ITEM_IDS_FILE),

@@ -135,6 +135,10 @@ pub struct TrainArgs {
     /// order (needs the times `data` writes into train_sequences.jsonl).
     #[arg(long)]
     shuffle_ties: bool,
+    /// Sequence stage: the item_keys.jsonl `data` writes; each genre and decade gets an
+    /// embedding shared by its items, added to theirs (folded into the GGUF on export).
+    #[arg(long)]
+    item_keys: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -207,6 +211,7 @@ impl TrainArgs {
             patience: self.patience,
             ema: self.ema,
             shuffle_ties: self.shuffle_ties,
+            item_keys: self.item_keys.clone(),
             ..TrainConfig::default()
         })
     }

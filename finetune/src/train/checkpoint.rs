@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::average::{self, WeightAverage};
 use super::config::TrainConfig;
-use super::model::Transformer;
+use super::model::{self, Transformer};
 use super::optimizer::AdamW;
 
 const WEIGHTS: &str = "checkpoint.safetensors";
@@ -140,7 +140,22 @@ pub fn load_model(
             Ok((name, dims, t.flatten_all()?.to_vec1::<f32>()?))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok((Transformer::from_weights(shape, weights, tied)?, tensors))
+    let mut model = Transformer::from_weights(shape, weights, tied)?;
+    if let Some(matrix) = tensors.get(model::ITEM_KEY_MATRIX) {
+        let named = |name: &str| {
+            tensors
+                .get(name)
+                .cloned()
+                .with_context(|| format!("checkpoint {} has no {name}", path.display()))
+        };
+        let output = if tied {
+            None
+        } else {
+            Some(named(model::ITEM_KEY_OUTPUT)?)
+        };
+        model.attach_item_keys(matrix.clone(), named(model::ITEM_KEY_INPUT)?, output)?;
+    }
+    Ok((model, tensors))
 }
 
 /// The optimizer state saved with the tensors `names`, at `step`.

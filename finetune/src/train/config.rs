@@ -86,6 +86,10 @@ pub struct TrainConfig {
     /// sequences' `times`); the data does not record the order within a submission.
     #[serde(default)]
     pub shuffle_ties: bool,
+    /// Sequence stage: item keys (`item_keys.jsonl` from `data`) whose embeddings every item
+    /// with that key shares (see [`super::item_keys`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_keys: Option<PathBuf>,
 }
 
 fn one() -> usize {
@@ -126,6 +130,7 @@ impl Default for TrainConfig {
             patience: 0,
             ema: 0.0,
             shuffle_ties: false,
+            item_keys: None,
         }
     }
 }

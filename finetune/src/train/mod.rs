@@ -10,6 +10,7 @@ pub mod base;
 pub mod bpe;
 pub mod checkpoint;
 pub mod export;
+pub mod item_keys;
 pub mod lora;
 pub mod model;
 pub mod optimizer;

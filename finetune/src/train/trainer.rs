@@ -17,7 +17,7 @@ use super::lora::Lora;
 use super::model::Transformer;
 use super::optimizer::AdamW;
 use super::schedule::{batch_indices, learning_rate};
-use super::{batch, checkpoint, plot, sequence, Example, TextTokenizer, TrainConfig};
+use super::{batch, checkpoint, item_keys, plot, sequence, Example, TextTokenizer, TrainConfig};
 use crate::protocol::{Instance, Sequence};
 use crate::training_data::TrainingRow;
 
@@ -248,6 +248,19 @@ pub fn run_corpus(
     };
     if examples.is_empty() {
         bail!("no training rows");
+    }
+    match (&config.item_keys, &items) {
+        (Some(_), _) if config.lora.is_some() => {
+            bail!("--item-keys trains new embeddings, which a frozen LoRA base cannot; train from scratch")
+        }
+        (Some(_), None) => {
+            bail!("--item-keys gives item embeddings to the sequence stage; pass train_sequences.jsonl with --sequence-window")
+        }
+        // A resumed run's keys came with its checkpoint.
+        (Some(path), Some(items)) if !model.has_item_keys() => {
+            item_keys::attach(&mut model, path, items)?
+        }
+        _ => {}
     }
     let pad = tokenizer.eos()?;
     let per_epoch = examples.len().div_ceil(config.batch);

@@ -35,7 +35,7 @@ impl Transformer {
         let (d, heads) = (s.n_embd, s.n_head);
         let (head_dim, scale) = self.arch.head_dim_and_query_scale(&s);
         let mut x = self
-            .weight(self.named("token_embd.weight")?)
+            .token_table()?
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, d))?;
         if gemma {

@@ -36,6 +36,14 @@ const MAX_ROPE_POSITIONS: usize = 8192;
 /// A named weight: GGUF name, PyTorch-order dims, values.
 pub type NamedWeight = (String, Vec<usize>, Vec<f32>);
 
+/// Item keys (`train --item-keys`): a fixed `(vocab, keys)` matrix of each item token's keys
+/// (genres, decade; a row sums to one per key), not trained…
+pub const ITEM_KEY_MATRIX: &str = "item_keys.matrix";
+/// …and the keys' own input and output embeddings, `(keys, d)`, added through the matrix to
+/// every item's embedding and head row. Export folds them in: the GGUF is a plain llama.
+pub const ITEM_KEY_INPUT: &str = "item_keys.token_embd";
+pub const ITEM_KEY_OUTPUT: &str = "item_keys.output";
+
 /// The trainable model: one [`Var`] per GGUF tensor.
 pub struct Transformer {
     pub arch: Arch,
@@ -185,6 +193,68 @@ impl Transformer {
         Ok(model)
     }
 
+    /// Adds item keys (see [`ITEM_KEY_MATRIX`]): `matrix` `(vocab, keys)` and the keys' input
+    /// embedding, and their output embedding when the head is untied. Their names go to the
+    /// end of [`Self::names`], so checkpoints and the optimizer carry them like any weight.
+    pub fn attach_item_keys(
+        &mut self,
+        matrix: Tensor,
+        input: Tensor,
+        output: Option<Tensor>,
+    ) -> Result<()> {
+        let (rows, keys) = matrix.dims2()?;
+        if rows != self.shape.n_vocab || input.dims() != [keys, self.shape.n_embd] {
+            candle_core::bail!(
+                "item keys of shape {:?} and {:?} do not fit a vocabulary of {} and width {}",
+                matrix.dims(),
+                input.dims(),
+                self.shape.n_vocab,
+                self.shape.n_embd
+            );
+        }
+        if output.is_none() != self.tied {
+            candle_core::bail!(
+                "item keys need an output embedding exactly when the head is untied"
+            );
+        }
+        let named = [
+            (ITEM_KEY_MATRIX, Some(matrix)),
+            (ITEM_KEY_INPUT, Some(input)),
+            (ITEM_KEY_OUTPUT, output),
+        ];
+        for (name, tensor) in named {
+            if let Some(tensor) = tensor {
+                self.index.insert(name.to_string(), self.vars.len());
+                self.names.push(name.to_string());
+                self.vars.push(Var::from_tensor(&tensor)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the model carries item keys.
+    pub fn has_item_keys(&self) -> bool {
+        self.index.contains_key(ITEM_KEY_MATRIX)
+    }
+
+    /// `table` plus the item keys' `embedding` through the key matrix (fixed: detached, so it
+    /// gets no gradient and the optimizer leaves it as it is).
+    fn with_item_keys(&self, table: Tensor, embedding: &str) -> Result<Tensor> {
+        match (self.index.get(ITEM_KEY_MATRIX), self.index.get(embedding)) {
+            (Some(&matrix), Some(&keys)) => {
+                let matrix = self.vars[matrix].as_tensor().detach();
+                table + matrix.matmul(&self.weight(keys))?
+            }
+            _ => Ok(table),
+        }
+    }
+
+    /// The token embedding the forward reads: `token_embd.weight`, with item keys folded in.
+    fn token_table(&self) -> Result<Tensor> {
+        let table = self.weight(self.named("token_embd.weight")?);
+        self.with_item_keys(table, ITEM_KEY_INPUT)
+    }
+
     /// The weights `spec` puts adapters on.
     pub fn lora_sites(&self, spec: &LoraSpec) -> anyhow::Result<Vec<Site>> {
         spec.sites(self.shape.n_layer)?
@@ -257,17 +327,16 @@ impl Transformer {
     pub fn logits_at(&self, hidden: &Tensor, rows: &Tensor) -> Result<Tensor> {
         let (b, t, d) = hidden.dims3()?;
         let picked = hidden.reshape((b * t, d))?.index_select(rows, 0)?;
-        self.times_transposed(&picked, &self.head())
+        self.times_transposed(&picked, &self.head()?)
     }
 
-    fn head(&self) -> Tensor {
-        let name = if self.tied {
-            "token_embd.weight"
-        } else {
-            "output.weight"
-        };
-        // Every model has its embedding; an untied one was checked to have its head.
-        self.weight(self.index.get(name).copied().unwrap_or(0))
+    /// The output head: the token table when tied, else `output.weight` with item keys.
+    fn head(&self) -> Result<Tensor> {
+        if self.tied {
+            return self.token_table();
+        }
+        let head = self.weight(self.named("output.weight")?);
+        self.with_item_keys(head, ITEM_KEY_OUTPUT)
     }
 
     /// Mean cross-entropy of `targets` predicted at flat positions `rows`.
@@ -287,21 +356,22 @@ impl Transformer {
     ) -> Result<Tensor> {
         let (b, t, d) = hidden.dims3()?;
         let picked = hidden.reshape((b * t, d))?.index_select(rows, 0)?;
-        let head = self.head().index_select(classes, 0)?;
+        let head = self.head()?.index_select(classes, 0)?;
         candle_nn::loss::cross_entropy(&self.times_transposed(&picked, &head)?, targets)
     }
 
-    /// Every weight as `(name, dims, values)`, for checkpoints and export.
-    /// A tied model's `output.weight` is written as the embedding it uses.
+    /// Every GGUF weight as `(name, dims, values)`, for export: item keys are folded into the
+    /// embedding and head, and a tied model's `output.weight` is written as the embedding.
     pub fn weights(&self) -> Result<Vec<NamedWeight>> {
         self.names
             .iter()
             .zip(&self.vars)
+            .filter(|(name, _)| !name.starts_with("item_keys."))
             .map(|(name, var)| {
-                let source = if name == "output.weight" {
-                    self.head()
-                } else {
-                    var.as_tensor().clone()
+                let source = match name.as_str() {
+                    "output.weight" => self.head()?,
+                    "token_embd.weight" => self.token_table()?,
+                    _ => var.as_tensor().clone(),
                 };
                 Ok((
                     name.clone(),
@@ -312,15 +382,14 @@ impl Transformer {
             .collect()
     }
 
-    /// Trained parameters (a tied model's unused head not counted).
+    /// Trained parameters (a tied model's unused head and the fixed key matrix not counted).
     pub fn parameter_count(&self) -> usize {
         let all: usize = self.vars.iter().map(|v| v.elem_count()).sum();
-        all - if self.tied {
+        let count = |name: &str| {
             self.index
-                .get("output.weight")
+                .get(name)
                 .map_or(0, |&i| self.vars[i].elem_count())
-        } else {
-            0
-        }
+        };
+        all - count(ITEM_KEY_MATRIX) - if self.tied { count("output.weight") } else { 0 }
     }
 }
