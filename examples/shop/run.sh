@@ -27,12 +27,13 @@ cp examples/shop/recipe.toml "$out/recipe.toml"
 "$bin/kvrec-finetune" data --recipe "$out/recipe.toml" --out "$out/data" \
   --variants none --copies 0 --test-users 100 --tie-order file
 
-# 3. A small sequential model: next-item prediction over every SKU (60 of them).
+# 3. A small sequential model: next-item prediction over every SKU (60 of them), each
+#    product's category an embedding its products share (--item-keys).
 "$bin/kvrec-finetune" train --data "$out/data/train_sequences.jsonl" --valid "$out/data/train.jsonl" \
   --template models/kvrec-default.template.json --number-tokens 60 --vocab 300 \
   --sequence-window 12 --context 64 --d-model 32 --layers 1 --heads 1 --ff 64 --untied \
   --batch 32 --lr 3e-3 --warmup 10 --epochs "${KVREC_SHOP_EPOCHS:-20}" --patience 5 \
-  --checkpoint-every 100000 --out "$out/run"
+  --checkpoint-every 100000 --item-keys "$out/data/item_keys.jsonl" --out "$out/run"
 "$bin/kvrec-finetune" export --run "$out/run" --out "$out/shop.gguf" --dtype f32 --name kvrec-shop
 
 # 4. Its HR@1 on the held-out last purchases, next to co-occurrence.

@@ -43,6 +43,7 @@ fn the_shop_example_trains_and_serves_its_own_skus() {
         "test.jsonl",
         "train_sequences.jsonl",
         "item_ids.json",
+        "item_keys.jsonl",
     ] {
         assert!(data.join(file).exists(), "{file}");
     }
@@ -52,6 +53,11 @@ fn the_shop_example_trains_and_serves_its_own_skus() {
             .unwrap();
     assert_eq!(ids.len(), 60);
     assert_eq!(ids[0], "SKU-1000", "dense ids follow the SKUs' order");
+    let keys = std::fs::read_to_string(data.join("item_keys.jsonl")).unwrap();
+    assert!(
+        keys.lines().all(|line| line.contains("\"category=")),
+        "every product has its category as a key:\n{keys}"
+    );
 
     let db = common::connect(Some(&out.join("shop.db")));
     let model = out.join("shop.gguf");
