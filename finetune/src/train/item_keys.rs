@@ -9,7 +9,6 @@
 //! (see `model::ITEM_KEY_MATRIX`), and export folds the sum into the GGUF's tables.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
