@@ -43,6 +43,8 @@ pub const ITEM_KEY_MATRIX: &str = "item_keys.matrix";
 /// every item's embedding and head row. Export folds them in: the GGUF is a plain llama.
 pub const ITEM_KEY_INPUT: &str = "item_keys.token_embd";
 pub const ITEM_KEY_OUTPUT: &str = "item_keys.output";
+/// The item-key tensors: checkpoints carry them, the GGUF does not (export folds them in).
+const ITEM_KEY_TENSORS: [&str; 3] = [ITEM_KEY_MATRIX, ITEM_KEY_INPUT, ITEM_KEY_OUTPUT];
 
 /// The trainable model: one [`Var`] per GGUF tensor.
 pub struct Transformer {
@@ -217,12 +219,10 @@ impl Transformer {
                 "item keys need an output embedding exactly when the head is untied"
             );
         }
-        let named = [
-            (ITEM_KEY_MATRIX, Some(matrix)),
-            (ITEM_KEY_INPUT, Some(input)),
-            (ITEM_KEY_OUTPUT, output),
-        ];
-        for (name, tensor) in named {
+        for (name, tensor) in ITEM_KEY_TENSORS
+            .into_iter()
+            .zip([Some(matrix), Some(input), output])
+        {
             if let Some(tensor) = tensor {
                 self.index.insert(name.to_string(), self.vars.len());
                 self.names.push(name.to_string());
@@ -366,7 +366,7 @@ impl Transformer {
         self.names
             .iter()
             .zip(&self.vars)
-            .filter(|(name, _)| !name.starts_with("item_keys."))
+            .filter(|(name, _)| !ITEM_KEY_TENSORS.contains(&name.as_str()))
             .map(|(name, var)| {
                 let source = match name.as_str() {
                     "output.weight" => self.head()?,
