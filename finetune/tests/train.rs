@@ -19,7 +19,8 @@ use kvrec_finetune::train::base::Base;
 use kvrec_finetune::train::lora::{self, Lora, LoraSpec};
 use kvrec_finetune::train::sequence::ItemClasses;
 use kvrec_finetune::train::{
-    self, bpe, checkpoint, item_keys, model, model::Transformer, TrainConfig,
+    self, bpe, checkpoint, item_keys, model, model::Transformer, targets::TargetOptions,
+    TrainConfig,
 };
 use kvrec_finetune::training_data::{self, TrainingRow};
 use kvrec_llm::llama_file::LlamaShape;
@@ -820,6 +821,91 @@ fn shuffled_ties_change_what_is_trained_and_resume_to_the_same_weights() {
     let refused = format!(
         "{:#}",
         train::run(&config, &rows(), &rows_run, false, Some(1), false).unwrap_err()
+    );
+    assert!(refused.contains("train_sequences.jsonl"), "{refused}");
+}
+
+#[test]
+fn masked_and_spread_targets_train_toward_their_goal_and_resume_alike() {
+    let (sequences, valid) = sequence_data();
+    let corpus = train::Corpus::Sequences {
+        sequences: &sequences,
+        valid: &valid,
+    };
+    let with = |targets: TargetOptions, epochs: f64| TrainConfig {
+        targets,
+        epochs,
+        ..sequence_config()
+    };
+    let masked = TargetOptions {
+        mask_seen: true,
+        ..TargetOptions::default()
+    };
+    // The same weights and batch at step one: a softmax over fewer items loses less.
+    let first_loss = |targets: TargetOptions, name: &str| {
+        let run = scratch(name);
+        train::run_corpus(&with(targets, 1.0), corpus, &run, false, Some(1), false).unwrap();
+        curve(&run)[0].1
+    };
+    let (plain, masked_loss) = (
+        first_loss(TargetOptions::default(), "targets-plain"),
+        first_loss(masked, "targets-masked"),
+    );
+    assert!(masked_loss < plain - 1e-3, "{masked_loss} vs {plain}");
+
+    let both = TargetOptions {
+        mask_seen: true,
+        future_items: 3,
+        future_decay: 0.5,
+    };
+    let config = with(both, 6.0);
+    let run = scratch("targets");
+    train::run_corpus(&config, corpus, &run, false, None, false).unwrap();
+    let losses = curve(&run);
+    let per_epoch = losses.len() / 6;
+    let mean = |range: std::ops::Range<usize>| {
+        losses[range.clone()].iter().map(|(_, l)| l).sum::<f64>() / range.len() as f64
+    };
+    let (first, last) = (
+        mean(0..per_epoch),
+        mean(losses.len() - per_epoch..losses.len()),
+    );
+    assert!(
+        last < first - 0.3,
+        "the spread loss falls: {first} → {last}"
+    );
+
+    // run.json and the checkpoint carry the targets, so a stopped run resumes alike.
+    let interrupted = scratch("targets-interrupted");
+    train::run_corpus(
+        &config,
+        corpus,
+        &interrupted,
+        false,
+        Some(per_epoch + 1),
+        false,
+    )
+    .unwrap();
+    train::run_corpus(&config, corpus, &interrupted, true, None, false).unwrap();
+    let expected = checkpoint::tensors(&run.join("checkpoint.safetensors")).unwrap();
+    let resumed = checkpoint::tensors(&interrupted.join("checkpoint.safetensors")).unwrap();
+    for (name, tensor) in &expected {
+        let diff = max_diff(tensor, &resumed[name]);
+        assert!(diff < 1e-5, "{name}: {diff}");
+    }
+
+    // Training rows have no sequence to mask or to look ahead in.
+    let refused = format!(
+        "{:#}",
+        train::run(
+            &config,
+            &rows(),
+            &scratch("targets-rows"),
+            false,
+            Some(1),
+            false
+        )
+        .unwrap_err()
     );
     assert!(refused.contains("train_sequences.jsonl"), "{refused}");
 }

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use kvrec_core::template::{CandidateIdPosition, TemplateSpec};
 use kvrec_finetune::io;
 use kvrec_finetune::protocol::{Instance, Sequence};
-use kvrec_finetune::train::{self, lora::LoraSpec, TrainConfig};
+use kvrec_finetune::train::{self, lora::LoraSpec, targets::TargetOptions, TrainConfig};
 use kvrec_finetune::training_data::TrainingRow;
 
 /// Where candidate ids go in the prompt.
@@ -139,6 +139,17 @@ pub struct TrainArgs {
     /// embedding shared by its items, added to theirs (folded into the GGUF on export).
     #[arg(long)]
     item_keys: Option<PathBuf>,
+    /// Sequence stage: leave the items a user rated before each target out of that target's
+    /// softmax (a request's candidates are never items the user rated).
+    #[arg(long)]
+    mask_seen: bool,
+    /// Sequence stage: train each position toward its next N items, the j-th after the next
+    /// weighted --future-decay^j (0 or 1: the next item only).
+    #[arg(long, default_value_t = TargetOptions::default().future_items)]
+    future_items: usize,
+    /// Sequence stage: the weight of each further item of --future-items.
+    #[arg(long, default_value_t = TargetOptions::default().future_decay)]
+    future_decay: f64,
 }
 
 impl TrainArgs {
@@ -180,6 +191,12 @@ impl TrainArgs {
                 self.ema
             );
         }
+        let targets = TargetOptions {
+            mask_seen: self.mask_seen,
+            future_items: self.future_items,
+            future_decay: self.future_decay,
+        };
+        targets.check()?;
         Ok(TrainConfig {
             data: self.data.clone(),
             seed: self.seed,
@@ -212,6 +229,7 @@ impl TrainArgs {
             ema: self.ema,
             shuffle_ties: self.shuffle_ties,
             item_keys: self.item_keys.clone(),
+            targets,
             ..TrainConfig::default()
         })
     }

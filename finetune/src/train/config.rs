@@ -7,6 +7,7 @@ use kvrec_llm::llama_file::LlamaShape;
 use serde::{Deserialize, Serialize};
 
 use super::lora::LoraSpec;
+use super::targets::TargetOptions;
 
 /// Everything that determines a run; written to `<out>/run.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,6 +91,10 @@ pub struct TrainConfig {
     /// with that key shares (see [`super::item_keys`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_keys: Option<PathBuf>,
+    /// Sequence stage: what each position is trained toward beyond its next item (see
+    /// [`super::targets`]); flattened, so a run.json without these reads as the next item.
+    #[serde(default, flatten)]
+    pub targets: TargetOptions,
 }
 
 fn one() -> usize {
@@ -131,6 +136,7 @@ impl Default for TrainConfig {
             ema: 0.0,
             shuffle_ties: false,
             item_keys: None,
+            targets: TargetOptions::default(),
         }
     }
 }

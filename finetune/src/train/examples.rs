@@ -7,6 +7,7 @@ use kvrec_core::template::TemplateSpec;
 use kvrec_core::Request;
 
 use super::config::TrainConfig;
+use super::targets::SequenceSpan;
 use super::tokenizer::TextTokenizer;
 use crate::training_data::TrainingRow;
 
@@ -19,6 +20,8 @@ pub struct Example {
     pub loss_end: usize,
     /// Prompt tokens that are targets too (the history ids under `history_loss`).
     pub prompt_targets: Vec<usize>,
+    /// A sequence window's place in its user's sequence (the sequence stage's targets).
+    pub span: Option<SequenceSpan>,
 }
 
 /// Renders and tokenizes rows (in parallel, with a progress bar when `progress`); prompts too
@@ -90,6 +93,7 @@ pub fn examples(
                         answer_start,
                         loss_end,
                         prompt_targets,
+                        span: None,
                     });
                 }
                 if spec.max_history == 0 {
@@ -226,12 +230,14 @@ mod tests {
             answer_start: 5,
             loss_end: 7,
             prompt_targets: vec![3],
+            span: None,
         };
         let short = Example {
             ids: vec![0, 10, 20, 1],
             answer_start: 2,
             loss_end: 3,
             prompt_targets: vec![],
+            span: None,
         };
         let batch = batch(&[&example, &short], 9, 2).unwrap();
         let rows: Vec<u32> = batch.rows.to_vec1().unwrap();

@@ -16,6 +16,7 @@ pub mod model;
 pub mod optimizer;
 pub mod plot;
 pub mod sequence;
+pub mod targets;
 
 mod config;
 mod examples;

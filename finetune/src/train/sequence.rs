@@ -9,6 +9,7 @@
 //! 20 items before it; the best epoch is kept.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -17,6 +18,7 @@ use kvrec_core::template::{Layout, TemplateSpec};
 
 use super::examples::Example;
 use super::model::Transformer;
+use super::targets::SequenceSpan;
 use super::tokenizer::TextTokenizer;
 use crate::metrics::Metrics;
 use crate::protocol::{Instance, Sequence};
@@ -56,6 +58,7 @@ pub fn examples(
     let per_sequence = sequences
         .par_iter()
         .map(|sequence| {
+            let all: Arc<[i64]> = Arc::from(sequence.items.as_slice());
             windows(sequence.items.len(), window, spec.max_history)
                 .into_iter()
                 .map(|(start, targets)| {
@@ -79,6 +82,11 @@ pub fn examples(
                         answer_start: end,
                         loss_end: end,
                         prompt_targets: targets.map(|j| offset + j - start).collect(),
+                        span: Some(SequenceSpan {
+                            items: all.clone(),
+                            start,
+                            offset,
+                        }),
                     })
                 })
                 .collect::<Result<Vec<_>>>()

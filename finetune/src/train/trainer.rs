@@ -17,7 +17,9 @@ use super::lora::Lora;
 use super::model::Transformer;
 use super::optimizer::AdamW;
 use super::schedule::{batch_indices, learning_rate};
-use super::{batch, checkpoint, item_keys, plot, sequence, Example, TextTokenizer, TrainConfig};
+use super::{
+    batch, checkpoint, item_keys, plot, sequence, targets, Example, TextTokenizer, TrainConfig,
+};
 use crate::protocol::{Instance, Sequence};
 use crate::training_data::TrainingRow;
 
@@ -189,6 +191,9 @@ pub fn run_corpus(
     let context = config.context.min(model.shape.context);
     let window = config.sequence_window.min(context.saturating_sub(1));
     let (sequences, valid) = match corpus {
+        Corpus::Rows(_) if config.targets.any() => {
+            bail!("--mask-seen and --future-items shape the sequence stage's targets; pass train_sequences.jsonl with --sequence-window")
+        }
         Corpus::Rows(_) if config.shuffle_ties => {
             bail!("--shuffle-ties orders training sequences; pass train_sequences.jsonl with --sequence-window")
         }
@@ -334,12 +339,13 @@ pub fn run_corpus(
                 let mut masks = Rng::fork(config.seed ^ DROPOUT_STREAM, step as u64);
                 let hidden =
                     model.hidden_with(&batch.ids, Some((config.dropout as f32, &mut masks)))?;
-                model.loss_over(
-                    &hidden,
-                    &batch.rows,
-                    &items.tensor,
-                    &items.classes(&batch.targets)?,
-                )?
+                let goal = targets::goal(
+                    &picked,
+                    &items.classes(&batch.targets)?.to_vec1::<u32>()?,
+                    items.tokens.len(),
+                    &config.targets,
+                )?;
+                model.loss_over(&hidden, &batch.rows, &items.tensor, &goal)?
             }
             None => model.loss(&batch.ids, &batch.rows, &batch.targets)?,
         };

@@ -346,18 +346,19 @@ impl Transformer {
     }
 
     /// Mean cross-entropy over a subset of the vocabulary: `classes` are the token ids the
-    /// softmax runs over and `targets` index into them (the sequence stage's items).
+    /// softmax runs over, and each row is pulled toward the distribution `goal` gives it over
+    /// them (the sequence stage's items; see [`crate::train::targets`]).
     pub fn loss_over(
         &self,
         hidden: &Tensor,
         rows: &Tensor,
         classes: &Tensor,
-        targets: &Tensor,
+        goal: &crate::train::targets::Goal,
     ) -> Result<Tensor> {
         let (b, t, d) = hidden.dims3()?;
         let picked = hidden.reshape((b * t, d))?.index_select(rows, 0)?;
         let head = self.head()?.index_select(classes, 0)?;
-        candle_nn::loss::cross_entropy(&self.times_transposed(&picked, &head)?, targets)
+        goal.loss(&self.times_transposed(&picked, &head)?)
     }
 
     /// Every GGUF weight as `(name, dims, values)`, for export: item keys are folded into the
