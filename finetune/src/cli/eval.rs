@@ -54,9 +54,10 @@ pub struct EvalArgs {
     /// Training sequences for the popularity and co-occurrence baselines.
     #[arg(long)]
     sequences: Option<PathBuf>,
-    /// Also (or only, with --baseline none) evaluate this GGUF model.
+    /// Also (or only, with --baseline none) evaluate this GGUF model; repeat it to compare
+    /// models on the same requests (the last is paired against every other method).
     #[arg(long)]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
     /// How the model ranks: score (every candidate, ER 0) or generate (the paper's way).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "score")]
     mode: Vec<RankMode>,
@@ -131,16 +132,17 @@ impl EvalArgs {
         scorers
     }
 
-    fn model(&self) -> Result<Option<std::sync::Arc<Model>>> {
-        let Some(path) = &self.model else {
-            return Ok(None);
-        };
-        let name = path
-            .file_stem()
-            .map_or("model".into(), |s| s.to_string_lossy().into_owned());
-        let path = path.to_str().context("model path is not UTF-8")?;
-        kvrec_llm::registry::load(&name, path, &Options::default())?;
-        Ok(Some(kvrec_llm::registry::get(&name)?))
+    /// The models, loaded under [`registry_names`].
+    fn models(&self) -> Result<Vec<std::sync::Arc<Model>>> {
+        let names = registry_names(&self.model)?;
+        for (name, path) in names.iter().zip(&self.model) {
+            let text = path.to_str().context("model path is not UTF-8")?;
+            kvrec_llm::registry::load(name, text, &Options::default())?;
+        }
+        names
+            .iter()
+            .map(|name| Ok(kvrec_llm::registry::get(name)?))
+            .collect()
     }
 
     pub fn run(self) -> Result<()> {
@@ -154,14 +156,14 @@ impl EvalArgs {
             ),
         };
         let scorers = self.scorers(&sequences);
-        let model = self.model()?;
+        let models = self.models()?;
         let text = if self.catalog {
             let eligible = catalog_eval::Eligible::new(&sequences);
             let mut rows = scorers
                 .iter()
                 .map(|s| catalog_eval::evaluate(s.as_ref(), &instances, &eligible))
                 .collect::<Result<Vec<_>>>()?;
-            if let Some(model) = &model {
+            for model in &models {
                 rows.push(catalog_eval::evaluate_model(model, &instances, &eligible)?);
             }
             if self.json {
@@ -174,7 +176,7 @@ impl EvalArgs {
                 .iter()
                 .map(|s| eval::evaluate(s.as_ref(), &instances))
                 .collect::<Result<Vec<_>>>()?;
-            if let Some(model) = &model {
+            for model in &models {
                 for &mode in &self.mode {
                     rows.push(eval::evaluate_model(model, &instances, mode.into())?);
                 }
@@ -197,5 +199,60 @@ impl EvalArgs {
             io::write_atomically(path, text.as_bytes())?;
         }
         Ok(())
+    }
+}
+
+/// Each model's name in the table: its file's stem, or its folder and stem where two stems
+/// are the same (every run exports `model.gguf`), so that the rows tell the models apart.
+fn registry_names(paths: &[PathBuf]) -> Result<Vec<String>> {
+    let stem = |p: &PathBuf| {
+        p.file_stem()
+            .map_or("model".into(), |s| s.to_string_lossy().into_owned())
+    };
+    let mut names: Vec<String> = Vec::with_capacity(paths.len());
+    for path in paths {
+        let mut name = stem(path);
+        if paths.iter().filter(|p| stem(p) == name).count() > 1 {
+            let folder = path
+                .parent()
+                .and_then(|p| p.file_name())
+                .map_or(String::new(), |f| f.to_string_lossy().into_owned());
+            name = format!("{folder}/{name}");
+        }
+        if names.contains(&name) {
+            bail!(
+                "--model {} is given twice; pass each model once",
+                path.display()
+            );
+        }
+        names.push(name);
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_are_named_by_stem_or_by_folder_where_stems_repeat() {
+        let paths: Vec<PathBuf> = [
+            "models/kvrec-default.gguf",
+            "runs/a/model.gguf",
+            "runs/b/model.gguf",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(
+            registry_names(&paths).unwrap(),
+            ["kvrec-default", "a/model", "b/model"]
+        );
+        let twice = [
+            PathBuf::from("runs/a/model.gguf"),
+            PathBuf::from("runs/a/model.gguf"),
+        ];
+        let error = registry_names(&twice).unwrap_err().to_string();
+        assert!(error.contains("given twice"), "{error}");
     }
 }
