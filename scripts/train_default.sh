@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuilds the default model (models/kvrec-default.gguf) from ../shared/data on 2 cores:
 # the sequence stage (next-item prediction at every position of each user's training
-# sequence, softmax over every movie, the best epoch by validation HR@1), then export.
+# sequence, softmax over the movies the user has not rated, the target spread over the next
+# three items, genre and decade embeddings; the best epoch by validation HR@1), then export.
 #
 #   bash scripts/train_default.sh [TIE_ORDER] [OUT] [TRAIN OPTIONS...]
 #
@@ -24,6 +25,7 @@ start=$(date +%s)
   --template models/kvrec-default.template.json --number-tokens 3952 --vocab 300 \
   --sequence-window 100 --context 256 --d-model 128 --layers 2 --heads 2 --ff 256 --untied \
   --dropout 0.2 --batch 64 --lr 2e-3 --warmup 100 --epochs "${KVREC_EPOCHS:-30}" --patience 5 \
-  --checkpoint-every 100000 --out "$out/run" "$@"
+  --checkpoint-every 100000 --item-keys "$out/data/item_keys.jsonl" --mask-seen \
+  --future-items 3 --out "$out/run" "$@"
 "$bin" export --run "$out/run" --out "$out/model.gguf" --dtype f16 --name kvrec-default
 echo "trained and exported in $(( $(date +%s) - start )) s: $out/model.gguf"
