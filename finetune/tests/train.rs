@@ -98,6 +98,19 @@ fn curve(dir: &std::path::Path) -> Vec<(usize, f64)> {
         .collect()
 }
 
+/// Mean training loss of a run's first and last epochs.
+fn first_and_last_epoch_loss(run: &std::path::Path, epochs: usize) -> (f64, f64) {
+    let losses = curve(run);
+    let per_epoch = losses.len() / epochs;
+    let mean = |range: std::ops::Range<usize>| {
+        losses[range.clone()].iter().map(|(_, l)| l).sum::<f64>() / range.len() as f64
+    };
+    (
+        mean(0..per_epoch),
+        mean(losses.len() - per_epoch..losses.len()),
+    )
+}
+
 #[test]
 fn training_lowers_the_loss_and_resume_continues_the_same_curve() {
     let rows = rows();
@@ -602,15 +615,7 @@ fn the_sequence_stage_learns_next_items_and_llama_cpp_scores_its_export_alike() 
         valid: &valid,
     };
     let summary = train::run_corpus(&config, corpus, &run, false, None, false).unwrap();
-    let losses = curve(&run);
-    let per_epoch = losses.len() / 12;
-    let mean = |range: std::ops::Range<usize>| {
-        losses[range.clone()].iter().map(|(_, l)| l).sum::<f64>() / range.len() as f64
-    };
-    let (first, last) = (
-        mean(0..per_epoch),
-        mean(losses.len() - per_epoch..losses.len()),
-    );
+    let (first, last) = first_and_last_epoch_loss(&run, 12);
     assert!(
         last < first - 0.5,
         "the next-item loss falls: first epoch {first}, last {last}"
@@ -861,15 +866,8 @@ fn masked_and_spread_targets_train_toward_their_goal_and_resume_alike() {
     let config = with(both, 6.0);
     let run = scratch("targets");
     train::run_corpus(&config, corpus, &run, false, None, false).unwrap();
-    let losses = curve(&run);
-    let per_epoch = losses.len() / 6;
-    let mean = |range: std::ops::Range<usize>| {
-        losses[range.clone()].iter().map(|(_, l)| l).sum::<f64>() / range.len() as f64
-    };
-    let (first, last) = (
-        mean(0..per_epoch),
-        mean(losses.len() - per_epoch..losses.len()),
-    );
+    let (first, last) = first_and_last_epoch_loss(&run, 6);
+    let per_epoch = curve(&run).len() / 6;
     assert!(
         last < first - 0.3,
         "the spread loss falls: {first} → {last}"
