@@ -858,10 +858,14 @@ fn masked_and_spread_targets_train_toward_their_goal_and_resume_alike() {
     );
     assert!(masked_loss < plain - 1e-3, "{masked_loss} vs {plain}");
 
+    // Every option at once, the sampled negatives' draws included in what must resume alike.
     let both = TargetOptions {
         mask_seen: true,
+        mask_later: true,
         future_items: 3,
         future_decay: 0.5,
+        sampled_negatives: 3,
+        sampled_weight: 0.5,
     };
     let config = with(both, 6.0);
     let run = scratch("targets");

@@ -143,6 +143,10 @@ pub struct TrainArgs {
     /// softmax (a request's candidates are never items the user rated).
     #[arg(long)]
     mask_seen: bool,
+    /// Sequence stage: also leave out of each target's softmax the items its user rates after
+    /// it, but the --future-items targets (a request's negatives are items never rated).
+    #[arg(long)]
+    mask_later: bool,
     /// Sequence stage: train each position toward its next N items, the j-th after the next
     /// weighted --future-decay^j (0 or 1: the next item only).
     #[arg(long, default_value_t = TargetOptions::default().future_items)]
@@ -150,6 +154,14 @@ pub struct TrainArgs {
     /// Sequence stage: the weight of each further item of --future-items.
     #[arg(long, default_value_t = TargetOptions::default().future_decay)]
     future_decay: f64,
+    /// Sequence stage: also rank each next item among N items drawn uniformly from the
+    /// catalog items its user never rated, as a request's candidates are (0: off; the
+    /// protocol has 9).
+    #[arg(long, default_value_t = TargetOptions::default().sampled_negatives)]
+    sampled_negatives: usize,
+    /// Sequence stage: the weight of the --sampled-negatives term beside the full softmax.
+    #[arg(long, default_value_t = TargetOptions::default().sampled_weight)]
+    sampled_weight: f64,
 }
 
 impl TrainArgs {
@@ -193,8 +205,11 @@ impl TrainArgs {
         }
         let targets = TargetOptions {
             mask_seen: self.mask_seen,
+            mask_later: self.mask_later,
             future_items: self.future_items,
             future_decay: self.future_decay,
+            sampled_negatives: self.sampled_negatives,
+            sampled_weight: self.sampled_weight,
         };
         targets.check()?;
         Ok(TrainConfig {

@@ -6,16 +6,27 @@
 //!   target. A request's candidates are items the user never rated, so telling a seen item
 //!   from an unseen one is nothing scoring asks of the model, and otherwise a large share of
 //!   the gradient goes to pushing seen (often popular) items down.
+//! - `--mask-later` also leaves out the items its user rates after the target (beyond the
+//!   spread targets). A request's negatives are items its user never rated; in training, the
+//!   items a user goes on to rate are the ones the model should rank high for that user, and
+//!   a softmax that pushes them down at every earlier position teaches the opposite.
 //! - `--future-items K` spreads the target over the next K items, the j-th after the next
 //!   weighted `decay^j`. Half of ML-1M's consecutive ratings share their second, and the order
 //!   within a second is not the order they were watched: the items of the next few positions
 //!   are about equally likely to be "next", and a one-hot target over one of them is noise.
+//! - `--sampled-negatives N` adds a second cross-entropy per position, over its next item and
+//!   N items drawn uniformly from the catalog items its user never rated: the very choice a
+//!   request poses (the protocol's 9 uniform negatives). The full softmax spends its gradient
+//!   on the few items that compete hardest with the target; a request's negatives are mostly
+//!   ordinary items, and this term trains the ranking against those.
 
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+
+use kvrec_core::rng::Rng;
 
 use super::examples::Example;
 
@@ -34,12 +45,25 @@ pub struct TargetOptions {
     /// Leave each target's earlier items out of its softmax.
     #[serde(default)]
     pub mask_seen: bool,
+    /// Leave the items rated after each target (but its spread targets) out of its softmax.
+    #[serde(default)]
+    pub mask_later: bool,
     /// Spread the target over this many items from the next on (0 and 1: the next only).
     #[serde(default)]
     pub future_items: usize,
     /// Weight of the j-th item after the next, relative to the next: `decay^j`.
     #[serde(default = "half")]
     pub future_decay: f64,
+    /// Also rank each next item among this many uniform unrated catalog items (0: off).
+    #[serde(default)]
+    pub sampled_negatives: usize,
+    /// The weight of that term beside the full softmax's.
+    #[serde(default = "one")]
+    pub sampled_weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 fn half() -> f64 {
@@ -50,8 +74,11 @@ impl Default for TargetOptions {
     fn default() -> Self {
         TargetOptions {
             mask_seen: false,
+            mask_later: false,
             future_items: 0,
             future_decay: half(),
+            sampled_negatives: 0,
+            sampled_weight: one(),
         }
     }
 }
@@ -64,35 +91,54 @@ impl TargetOptions {
                 self.future_decay
             );
         }
+        if self.sampled_negatives > 0 && !(self.sampled_weight > 0.0) {
+            bail!(
+                "--sampled-weight {} is not a weight: give a positive one, e.g. 1",
+                self.sampled_weight
+            );
+        }
         Ok(())
     }
 
     /// Whether a run trains toward anything but its next item.
     pub fn any(&self) -> bool {
-        self.mask_seen || self.future_items > 1
+        self.mask_seen || self.mask_later || self.future_items > 1 || self.sampled_negatives > 0
     }
 }
 
 /// A batch's targets: position `r` of the loss rows is pulled toward class `c` with weight
 /// `w` for every `(r·classes + c, w)` in `picks`/`weights` (each row's weights sum to one);
 /// `mask` (rows × classes) is added to the logits first.
+/// `sampled`, when set, holds each row's next item and then its drawn negatives, as indices
+/// into the flattened logits (rows × (1 + negatives)), and the weight of that term.
 pub struct Goal {
     pub picks: Tensor,
     pub weights: Tensor,
     pub mask: Option<Tensor>,
+    pub sampled: Option<(Tensor, f64)>,
     pub rows: usize,
 }
 
 impl Goal {
     /// Mean cross-entropy of `logits` (rows × classes) toward the goal's distributions.
     pub fn loss(&self, logits: &Tensor) -> candle_core::Result<Tensor> {
-        let logits = match &self.mask {
+        let masked = match &self.mask {
             Some(mask) => (logits + mask)?,
             None => logits.clone(),
         };
-        let log_probs = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
+        let log_probs = candle_nn::ops::log_softmax(&masked, candle_core::D::Minus1)?;
         let picked = log_probs.flatten_all()?.index_select(&self.picks, 0)?;
-        (picked * &self.weights)?.sum_all()?.neg()? / self.rows as f64
+        let full = ((picked * &self.weights)?.sum_all()?.neg()? / self.rows as f64)?;
+        let Some((choices, weight)) = &self.sampled else {
+            return Ok(full);
+        };
+        let choices = logits
+            .flatten_all()?
+            .index_select(choices, 0)?
+            .reshape((self.rows, ()))?;
+        let log_probs = candle_nn::ops::log_softmax(&choices, candle_core::D::Minus1)?;
+        let next = log_probs.narrow(1, 0, 1)?.sum_all()?.neg()? / self.rows as f64;
+        full + (next? * *weight)?
     }
 }
 
@@ -100,20 +146,45 @@ impl Goal {
 /// its log-probability stays zero.
 const LEFT_OUT: f32 = -1e9;
 
+/// Where `--sampled-negatives` draws from: the catalog's classes (every item of the training
+/// sequences, as the protocol's negatives are drawn from every item rated) and the stream.
+pub struct NegativeDraw<'a> {
+    pub catalog: &'a [u32],
+    pub rng: Rng,
+}
+
 /// The goal of a batch of sequence `examples` whose loss rows carry `targets` (the class of
 /// each row's next item, in the order [`super::batch`] lists rows) over `classes` items.
+/// `draw` is needed with `--sampled-negatives` only.
 pub fn goal(
     examples: &[&Example],
     targets: &[u32],
     classes: usize,
     options: &TargetOptions,
+    mut draw: Option<NegativeDraw>,
 ) -> Result<Goal> {
     let rows = targets.len();
     let mut picks = Vec::with_capacity(rows);
     let mut weights = Vec::with_capacity(rows);
-    let mut mask = options.mask_seen.then(|| vec![0f32; rows * classes]);
+    let mut mask = (options.mask_seen || options.mask_later).then(|| vec![0f32; rows * classes]);
+    let negatives = options.sampled_negatives;
+    let mut choices = Vec::with_capacity(if negatives > 0 {
+        rows * (1 + negatives)
+    } else {
+        0
+    });
     let mut row = 0;
     for example in examples {
+        // The items a row's negatives may not be: all its user rated, as in the protocol.
+        let rated: Option<std::collections::HashSet<u32>> = match &example.span {
+            Some(span) if negatives > 0 => Some(
+                span.items
+                    .iter()
+                    .filter_map(|&item| u32::try_from(item).ok())
+                    .collect(),
+            ),
+            _ => None,
+        };
         for &position in &example.prompt_targets {
             let next = *targets.get(row).ok_or_else(|| {
                 anyhow::anyhow!("the batch lists fewer targets than its examples")
@@ -139,10 +210,46 @@ pub fn goal(
                         picks.push((base + class(item)?) as u32);
                         weights.push((decay.powi(j as i32) / total) as f32);
                     }
+                    if let Some(rated) = &rated {
+                        let draw = draw.as_mut().ok_or_else(|| {
+                            anyhow::anyhow!("--sampled-negatives needs the catalog to draw from")
+                        })?;
+                        let unrated = draw.catalog.iter().filter(|c| !rated.contains(c)).count();
+                        if unrated < negatives {
+                            bail!(
+                                "a user rated all but {unrated} of the catalog's {} items, and \
+                                 --sampled-negatives {negatives} needs that many unrated; \
+                                 give fewer",
+                                draw.catalog.len()
+                            );
+                        }
+                        choices.push((base + next as usize) as u32);
+                        let first = choices.len();
+                        while choices.len() < first + negatives {
+                            let class = draw.catalog[draw.rng.below(draw.catalog.len())];
+                            let at_class = (base + class as usize) as u32;
+                            if (class as usize) < classes
+                                && !rated.contains(&class)
+                                && !choices[first..].contains(&at_class)
+                            {
+                                choices.push(at_class);
+                            }
+                        }
+                    }
                     if let Some(mask) = mask.as_mut() {
-                        for &seen in &span.items[..at] {
-                            let at_class = base + class(seen)?;
-                            // An item seen before and a target again (a repeat) stays in.
+                        let before = if options.mask_seen {
+                            &span.items[..at]
+                        } else {
+                            &[]
+                        };
+                        let after = if options.mask_later {
+                            &span.items[at + ahead..]
+                        } else {
+                            &[]
+                        };
+                        for &rated in before.iter().chain(after) {
+                            let at_class = base + class(rated)?;
+                            // A rated item that is also a target here (a repeat) stays in.
                             if !picks[first..].contains(&(at_class as u32)) {
                                 mask[at_class] = LEFT_OUT;
                             }
@@ -160,12 +267,18 @@ pub fn goal(
     if row != rows {
         bail!("the batch lists {rows} targets for {row} positions of its examples");
     }
+    if choices.len() != rows * (1 + negatives) && negatives > 0 {
+        bail!("--sampled-negatives needs sequence windows (train_sequences.jsonl)");
+    }
     let device = Device::Cpu;
     Ok(Goal {
         picks: Tensor::new(picks.as_slice(), &device)?,
         weights: Tensor::new(weights.as_slice(), &device)?,
         mask: mask
             .map(|m| Tensor::from_vec(m, (rows, classes), &device))
+            .transpose()?,
+        sampled: (negatives > 0)
+            .then(|| Tensor::new(choices.as_slice(), &device).map(|t| (t, options.sampled_weight)))
             .transpose()?,
         rows,
     })
@@ -204,7 +317,7 @@ mod tests {
     #[test]
     fn the_next_item_alone_by_default() {
         let example = window();
-        let goal = goal(&[&example], &[6, 7, 8], 12, &TargetOptions::default()).unwrap();
+        let goal = goal(&[&example], &[6, 7, 8], 12, &TargetOptions::default(), None).unwrap();
         assert_eq!(
             rows_of(&goal, 12),
             [vec![(6, 1.0)], vec![(7, 1.0)], vec![(8, 1.0)]]
@@ -220,7 +333,7 @@ mod tests {
             future_decay: 0.5,
             ..Default::default()
         };
-        let goal = goal(&[&example], &[6, 7, 8], 12, &options).unwrap();
+        let goal = goal(&[&example], &[6, 7, 8], 12, &options, None).unwrap();
         let rows = rows_of(&goal, 12);
         let close = |got: &[(usize, f32)], want: &[(usize, f32)]| {
             got.len() == want.len()
@@ -243,7 +356,7 @@ mod tests {
             mask_seen: true,
             ..Default::default()
         };
-        let goal = goal(&[&example], &[6, 7, 8], 12, &options).unwrap();
+        let goal = goal(&[&example], &[6, 7, 8], 12, &options, None).unwrap();
         let mask: Vec<Vec<f32>> = goal.mask.unwrap().to_vec2().unwrap();
         let left_out =
             |row: &[f32]| -> Vec<usize> { (0..12).filter(|&c| row[c] == LEFT_OUT).collect() };
@@ -274,7 +387,7 @@ mod tests {
         .unwrap();
         let targets = [6u32, 7, 8];
         let scalar = |t: Tensor| t.to_scalar::<f32>().unwrap();
-        let plain = goal(&[&example], &targets, 12, &TargetOptions::default()).unwrap();
+        let plain = goal(&[&example], &targets, 12, &TargetOptions::default(), None).unwrap();
         let expected =
             candle_nn::loss::cross_entropy(&logits, &Tensor::new(&targets, &Device::Cpu).unwrap())
                 .unwrap();
@@ -285,8 +398,9 @@ mod tests {
             mask_seen: true,
             future_items: 2,
             future_decay: 0.5,
+            ..Default::default()
         };
-        let spread = goal(&[&example], &targets, 12, &options).unwrap();
+        let spread = goal(&[&example], &targets, 12, &options, None).unwrap();
         let rows: Vec<Vec<f32>> = logits.to_vec2().unwrap();
         let wanted = [
             [(6, 2. / 3.), (7, 1. / 3.)],
@@ -316,9 +430,151 @@ mod tests {
             mask_seen: true,
             ..Default::default()
         };
-        let error = goal(&[&example], &[6, 9, 8], 12, &options).err().unwrap();
+        let error = goal(&[&example], &[6, 9, 8], 12, &options, None)
+            .err()
+            .unwrap();
         assert!(error.to_string().contains("not the item"), "{error}");
-        let error = goal(&[&example], &[6, 7], 12, &options).err().unwrap();
+        let error = goal(&[&example], &[6, 7], 12, &options, None)
+            .err()
+            .unwrap();
         assert!(error.to_string().contains("fewer targets"), "{error}");
+    }
+
+    fn sampled(negatives: usize) -> TargetOptions {
+        TargetOptions {
+            sampled_negatives: negatives,
+            sampled_weight: 0.5,
+            ..Default::default()
+        }
+    }
+
+    /// Items 0..12 with 1 and 2 outside the catalog: the window's user rated 3..=9, so a
+    /// negative can only be 0, 10 or 11.
+    const CATALOG: [u32; 10] = [0, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+
+    fn choices_of(goal: &Goal, classes: usize) -> Vec<Vec<usize>> {
+        let (choices, _) = goal.sampled.as_ref().unwrap();
+        let flat: Vec<u32> = choices.to_vec1().unwrap();
+        flat.chunks(flat.len() / goal.rows)
+            .enumerate()
+            .map(|(r, row)| {
+                row.iter()
+                    .map(|&p| {
+                        assert_eq!(p as usize / classes, r, "a choice of another row");
+                        p as usize % classes
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sampled_negatives_are_distinct_unrated_catalog_items_by_the_seed() {
+        let example = window();
+        let draw = |seed| {
+            Some(NegativeDraw {
+                catalog: &CATALOG,
+                rng: Rng::new(seed),
+            })
+        };
+        let rows_for = |seed| {
+            let goal = goal(&[&example], &[6, 7, 8], 12, &sampled(2), draw(seed)).unwrap();
+            choices_of(&goal, 12)
+        };
+        let mut differs = false;
+        for seed in 0..20 {
+            let rows = rows_for(seed);
+            for (row, next) in rows.iter().zip([6, 7, 8]) {
+                assert_eq!(row[0], next, "the next item comes first");
+                assert_eq!(row.len(), 3);
+                assert_ne!(row[1], row[2], "negatives are distinct");
+                assert!(row[1..].iter().all(|c| [0, 10, 11].contains(c)), "{row:?}");
+            }
+            assert_eq!(rows, rows_for(seed), "the same seed, the same draw");
+            differs |= rows != rows_for(seed + 1);
+        }
+        assert!(differs, "the seed changes the draw");
+
+        // Three unrated items cannot give four negatives; the error says what to change.
+        let error = goal(&[&example], &[6, 7, 8], 12, &sampled(4), draw(1))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("give fewer"), "{error}");
+        let error = goal(&[&example], &[6, 7, 8], 12, &sampled(2), None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("catalog"), "{error}");
+    }
+
+    #[test]
+    fn the_sampled_term_is_weighted_cross_entropy_among_the_choices() {
+        let example = window();
+        let logits: Vec<Vec<f32>> = (0..3)
+            .map(|r| {
+                (0..12)
+                    .map(|c| ((c * 7 + r * 3) % 11) as f32 * 0.3 - 1.0)
+                    .collect()
+            })
+            .collect();
+        let tensor = Tensor::new(logits.clone(), &Device::Cpu).unwrap();
+        let draw = NegativeDraw {
+            catalog: &CATALOG,
+            rng: Rng::new(5),
+        };
+        let goal = goal(&[&example], &[6, 7, 8], 12, &sampled(2), Some(draw)).unwrap();
+        let mut by_hand = 0.0;
+        for (r, row) in choices_of(&goal, 12).iter().enumerate() {
+            let l = |c: usize| f64::from(logits[r][c]);
+            let full: f64 = (0..12).map(|c| l(c).exp()).sum::<f64>().ln() - l(6 + r);
+            let among: f64 = row.iter().map(|&c| l(c).exp()).sum::<f64>().ln() - l(row[0]);
+            by_hand += (full + 0.5 * among) / 3.0;
+        }
+        let ours = f64::from(goal.loss(&tensor).unwrap().to_scalar::<f32>().unwrap());
+        assert!((ours - by_hand).abs() < 1e-5, "{ours} vs {by_hand}");
+    }
+
+    #[test]
+    fn a_sampled_weight_must_be_positive() {
+        let options = TargetOptions {
+            sampled_weight: 0.0,
+            ..sampled(9)
+        };
+        let error = options.check().unwrap_err().to_string();
+        assert!(error.contains("--sampled-weight 0"), "{error}");
+        assert!(sampled(9).check().is_ok());
+    }
+
+    #[test]
+    fn mask_later_leaves_out_what_the_user_rates_after_the_spread_targets() {
+        let example = window();
+        let left_out = |options: TargetOptions| -> Vec<Vec<usize>> {
+            let goal = goal(&[&example], &[6, 7, 8], 12, &options, None).unwrap();
+            let mask: Vec<Vec<f32>> = goal.mask.unwrap().to_vec2().unwrap();
+            mask.iter()
+                .map(|row| (0..12).filter(|&c| row[c] == LEFT_OUT).collect())
+                .collect()
+        };
+        let later = TargetOptions {
+            mask_later: true,
+            ..Default::default()
+        };
+        // The sequence is 3 4 5 6 7 8 9; targets 6, 7, 8: only what comes after each.
+        assert_eq!(left_out(later), [vec![7, 8, 9], vec![8, 9], vec![9]]);
+        // With the seen mask, every rated item but the targets; spread targets stay in.
+        let both = TargetOptions {
+            mask_seen: true,
+            future_items: 2,
+            ..later
+        };
+        assert_eq!(
+            left_out(both),
+            [
+                vec![3, 4, 5, 8, 9],
+                vec![3, 4, 5, 6, 9],
+                vec![3, 4, 5, 6, 7]
+            ]
+        );
     }
 }

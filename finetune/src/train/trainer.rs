@@ -190,9 +190,10 @@ pub fn run_corpus(
     };
     let context = config.context.min(model.shape.context);
     let window = config.sequence_window.min(context.saturating_sub(1));
+    let mut catalog_classes: Vec<u32> = Vec::new();
     let (sequences, valid) = match corpus {
         Corpus::Rows(_) if config.targets.any() => {
-            bail!("--mask-seen and --future-items shape the sequence stage's targets; pass train_sequences.jsonl with --sequence-window")
+            bail!("--mask-seen, --mask-later, --future-items and --sampled-negatives shape the sequence stage's targets; pass train_sequences.jsonl with --sequence-window")
         }
         Corpus::Rows(_) if config.shuffle_ties => {
             bail!("--shuffle-ties orders training sequences; pass train_sequences.jsonl with --sequence-window")
@@ -211,6 +212,10 @@ pub fn run_corpus(
                 &out.join(CATALOG_FILE),
                 serde_json::to_string(&catalog)?.as_bytes(),
             )?;
+            catalog_classes = catalog
+                .iter()
+                .filter_map(|&id| u32::try_from(id).ok())
+                .collect();
             let sequences = if valid.is_empty() {
                 sequences.to_vec()
             } else {
@@ -339,11 +344,16 @@ pub fn run_corpus(
                 let mut masks = Rng::fork(config.seed ^ DROPOUT_STREAM, step as u64);
                 let hidden =
                     model.hidden_with(&batch.ids, Some((config.dropout as f32, &mut masks)))?;
+                let draw = targets::NegativeDraw {
+                    catalog: &catalog_classes,
+                    rng: Rng::fork(config.seed ^ NEGATIVES_STREAM, step as u64),
+                };
                 let goal = targets::goal(
                     &picked,
                     &items.classes(&batch.targets)?.to_vec1::<u32>()?,
                     items.tokens.len(),
                     &config.targets,
+                    Some(draw),
                 )?;
                 model.loss_over(&hidden, &batch.rows, &items.tensor, &goal)?
             }
@@ -455,6 +465,8 @@ const TIES_STREAM: u64 = 0x7469_6573_0000_0000;
 
 /// Seeds the dropout masks of each step (with the run's seed), so a resumed run repeats them.
 const DROPOUT_STREAM: u64 = 0x6472_6f70_6f75_7400;
+/// `--sampled-negatives`' draws, one stream per step (a resumed run draws the same).
+const NEGATIVES_STREAM: u64 = 0x6e65_6761_7469_7600;
 
 /// The tensors a run trains, by checkpoint name: the adapters under LoRA, else every weight.
 fn trainable(model: &Transformer) -> (Vec<String>, Vec<Var>) {
