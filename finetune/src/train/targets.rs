@@ -91,7 +91,9 @@ impl TargetOptions {
                 self.future_decay
             );
         }
-        if self.sampled_negatives > 0 && !(self.sampled_weight > 0.0) {
+        if self.sampled_negatives > 0
+            && (self.sampled_weight.is_nan() || self.sampled_weight <= 0.0)
+        {
             bail!(
                 "--sampled-weight {} is not a weight: give a positive one, e.g. 1",
                 self.sampled_weight
