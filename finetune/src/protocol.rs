@@ -303,7 +303,18 @@ pub fn popularity(sequences: &[Sequence]) -> HashMap<i64, usize> {
 /// a user has rated a small share of the items, so this ends quickly).
 fn sample_negatives(universe: &[i64], rated: &HashSet<i64>, k: usize, rng: &mut Rng) -> Vec<i64> {
     let available = universe.iter().filter(|m| !rated.contains(m)).count();
-    let k = k.min(available);
+    draw_unrated(universe, rated, k.min(available), rng)
+}
+
+/// `k` distinct items of `universe` outside `rated`, each drawn uniformly: how a request's
+/// negatives are drawn, and so how training draws them too. The caller makes sure that
+/// `universe` holds `k` such items (the loop would not end otherwise).
+pub fn draw_unrated<T: Copy + Eq + std::hash::Hash>(
+    universe: &[T],
+    rated: &HashSet<T>,
+    k: usize,
+    rng: &mut Rng,
+) -> Vec<T> {
     let mut chosen = Vec::with_capacity(k);
     while chosen.len() < k {
         let item = universe[rng.below(universe.len())];

@@ -20,6 +20,7 @@
 //!   on the few items that compete hardest with the target; a request's negatives are mostly
 //!   ordinary items, and this term trains the ranking against those.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use kvrec_core::rng::Rng;
 
 use super::examples::Example;
+use crate::protocol::draw_unrated;
 
 /// A window's place in its user's whole sequence: `ids[offset + k]` of the example is item
 /// `items[start + k]`.
@@ -170,21 +172,30 @@ pub fn goal(
     let mut weights = Vec::with_capacity(rows);
     let mut mask = (options.mask_seen || options.mask_later).then(|| vec![0f32; rows * classes]);
     let negatives = options.sampled_negatives;
-    let mut choices = Vec::with_capacity(if negatives > 0 {
-        rows * (1 + negatives)
-    } else {
-        0
-    });
+    let mut choices = Vec::new();
     let mut row = 0;
     for example in examples {
         // The items a row's negatives may not be: all its user rated, as in the protocol.
-        let rated: Option<std::collections::HashSet<u32>> = match &example.span {
-            Some(span) if negatives > 0 => Some(
-                span.items
+        let rated: Option<HashSet<u32>> = match (&example.span, &draw) {
+            (Some(span), Some(draw)) if negatives > 0 => {
+                let rated: HashSet<u32> = span
+                    .items
                     .iter()
                     .filter_map(|&item| u32::try_from(item).ok())
-                    .collect(),
-            ),
+                    .collect();
+                let unrated = draw.catalog.iter().filter(|c| !rated.contains(c)).count();
+                if unrated < negatives {
+                    bail!(
+                        "a user rated all but {unrated} of the catalog's {} items, and \
+                         --sampled-negatives {negatives} needs that many unrated; give fewer",
+                        draw.catalog.len()
+                    );
+                }
+                Some(rated)
+            }
+            (Some(_), None) if negatives > 0 => {
+                bail!("--sampled-negatives needs the catalog to draw from")
+            }
             _ => None,
         };
         for &position in &example.prompt_targets {
@@ -212,31 +223,12 @@ pub fn goal(
                         picks.push((base + class(item)?) as u32);
                         weights.push((decay.powi(j as i32) / total) as f32);
                     }
-                    if let Some(rated) = &rated {
-                        let draw = draw.as_mut().ok_or_else(|| {
-                            anyhow::anyhow!("--sampled-negatives needs the catalog to draw from")
-                        })?;
-                        let unrated = draw.catalog.iter().filter(|c| !rated.contains(c)).count();
-                        if unrated < negatives {
-                            bail!(
-                                "a user rated all but {unrated} of the catalog's {} items, and \
-                                 --sampled-negatives {negatives} needs that many unrated; \
-                                 give fewer",
-                                draw.catalog.len()
-                            );
-                        }
+                    if let (Some(rated), Some(draw)) = (&rated, draw.as_mut()) {
+                        // The catalog holds the sequences' items, each a class: an item beyond
+                        // the classes fails tokenization before training starts.
                         choices.push((base + next as usize) as u32);
-                        let first = choices.len();
-                        while choices.len() < first + negatives {
-                            let class = draw.catalog[draw.rng.below(draw.catalog.len())];
-                            let at_class = (base + class as usize) as u32;
-                            if (class as usize) < classes
-                                && !rated.contains(&class)
-                                && !choices[first..].contains(&at_class)
-                            {
-                                choices.push(at_class);
-                            }
-                        }
+                        let drawn = draw_unrated(draw.catalog, rated, negatives, &mut draw.rng);
+                        choices.extend(drawn.into_iter().map(|c| (base + c as usize) as u32));
                     }
                     if let Some(mask) = mask.as_mut() {
                         let before = if options.mask_seen {
