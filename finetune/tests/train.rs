@@ -19,8 +19,8 @@ use kvrec_finetune::train::base::Base;
 use kvrec_finetune::train::lora::{self, Lora, LoraSpec};
 use kvrec_finetune::train::sequence::ItemClasses;
 use kvrec_finetune::train::{
-    self, bpe, checkpoint, item_keys, model, model::Transformer, targets::TargetOptions,
-    TrainConfig,
+    self, bpe, checkpoint, item_keys, item_vectors, model, model::Transformer,
+    targets::TargetOptions, TrainConfig,
 };
 use kvrec_finetune::training_data::{self, TrainingRow};
 use kvrec_llm::llama_file::LlamaShape;
@@ -913,15 +913,36 @@ fn masked_and_spread_targets_train_toward_their_goal_and_resume_alike() {
 }
 
 #[test]
-fn item_keys_train_fold_into_the_export_and_llama_cpp_scores_alike() {
+fn item_keys_and_vectors_train_fold_into_the_export_and_llama_cpp_scores_alike() {
     let (sequences, valid) = sequence_data();
     let run = scratch("item-keys");
     let keys_file = run.join(item_keys::ITEM_KEYS_FILE);
     let interactions = Interactions::from(&movielens::read(&common::ml_tiny()).unwrap());
     let keys = item_keys::of_items(&interactions.items);
     kvrec_finetune::io::write_jsonl(&keys_file, &keys).unwrap();
+    // Text vectors for every other item; the rest keep a zero row.
+    let raw: Vec<(i64, Vec<f32>)> = keys
+        .iter()
+        .step_by(2)
+        .map(|k| {
+            (
+                k.id,
+                (1..=6).map(|d| (k.id as f32 * d as f32).sin()).collect(),
+            )
+        })
+        .collect();
+    let vectors: Vec<item_vectors::ItemVector> = raw
+        .iter()
+        .zip(item_vectors::standardized(
+            raw.iter().map(|(_, v)| v.clone()).collect(),
+        ))
+        .map(|((id, _), vector)| item_vectors::ItemVector { id: *id, vector })
+        .collect();
+    let vectors_file = run.join(item_vectors::ITEM_VECTORS_FILE);
+    kvrec_finetune::io::write_jsonl(&vectors_file, &vectors).unwrap();
     let config = TrainConfig {
         item_keys: Some(keys_file),
+        item_vectors: Some(vectors_file),
         epochs: 4.0,
         ..sequence_config()
     };
@@ -937,9 +958,21 @@ fn item_keys_train_fold_into_the_export_and_llama_cpp_scores_alike() {
     let saved = checkpoint::tensors(&run.join("checkpoint.safetensors")).unwrap();
     let classes =
         ItemClasses::new(&tokenizer, &config.template, config.number_tokens as i64).unwrap();
-    let (matrix, names) =
-        item_keys::matrix(&keys, &classes, tokenizer.get_vocab_size(true)).unwrap();
-    assert_eq!(max_diff(&matrix, &saved[model::ITEM_KEY_MATRIX]), 0.0);
+    let vocab = tokenizer.get_vocab_size(true);
+    let (matrix, names) = item_keys::matrix(&keys, &classes, vocab).unwrap();
+    let (text, text_names) = item_vectors::matrix(&vectors, &classes, vocab).unwrap();
+    assert_eq!(text_names.len(), 6);
+    // The keys' columns, then the text's.
+    let both = Tensor::cat(&[&matrix, &text], 1).unwrap();
+    assert_eq!(max_diff(&both, &saved[model::ITEM_KEY_MATRIX]), 0.0);
+    let text_row = |id: i64| -> Vec<f32> {
+        text.get(classes.token(id).unwrap() as usize)
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    assert_eq!(text_row(vectors[1].id), vectors[1].vector);
+    assert!(text_row(keys[1].id).iter().all(|&x| x == 0.0));
     let several = keys
         .iter()
         .find(|k| k.keys.iter().filter(|k| k.starts_with("genre=")).count() == 2)

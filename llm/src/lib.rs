@@ -2,6 +2,7 @@
 //! candidate scoring or generation ([`rank`]), and the GGUF writer the finetune crate and the
 //! tests use ([`gguf`], [`tiny`]).
 
+pub mod embed;
 pub mod gguf;
 pub mod llama_file;
 pub mod load_options;

@@ -79,7 +79,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Checks what llama.cpp would otherwise report as a bare "null result".
-fn check_file(path: &Path) -> Result<()> {
+pub(crate) fn check_file(path: &Path) -> Result<()> {
     let bad = |problem: String| KvrecError::ModelFile {
         path: path.display().to_string(),
         problem,

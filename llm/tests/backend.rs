@@ -229,3 +229,46 @@ fn batched_requests_score_as_they_do_alone() {
     }
     registry::unload("batched").unwrap();
 }
+
+#[test]
+fn text_embeddings_are_one_vector_per_text_whatever_shares_their_batch() {
+    let path = tiny_model("embed", None);
+    let texts: Vec<String> = (0..40)
+        .map(|i| format!("Movie number {i} (1995): Drama, War"))
+        .collect();
+    let all = kvrec_llm::embed::embed_texts(&path, &texts, 2).unwrap();
+    assert_eq!(all.len(), 40, "more texts than one batch holds");
+    assert!(all
+        .iter()
+        .all(|v| v.len() == 64 && v.iter().all(|x| x.is_finite())));
+    let apart = all[5]
+        .iter()
+        .zip(&all[33])
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(apart > 0.05, "different texts, different vectors: {apart}");
+    // The same text alone, or beside shorter texts in another order, reads the same (up to
+    // the arithmetic of another batch size).
+    let alone = kvrec_llm::embed::embed_texts(&path, &texts[33..34], 1).unwrap();
+    let shuffled: Vec<String> = [&texts[5], &texts[33], &texts[5]]
+        .map(Clone::clone)
+        .to_vec();
+    let beside = kvrec_llm::embed::embed_texts(&path, &shuffled, 1).unwrap();
+    for (a, b) in [
+        (&alone[0], &all[33]),
+        (&beside[1], &all[33]),
+        (&beside[0], &beside[2]),
+    ] {
+        let diff = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 2e-3, "{diff}");
+    }
+    let missing = kvrec_llm::embed::embed_texts(&path.with_extension("absent"), &texts, 1);
+    assert!(
+        matches!(missing, Err(KvrecError::ModelFile { .. })),
+        "{missing:?}"
+    );
+}

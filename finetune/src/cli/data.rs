@@ -6,6 +6,7 @@ use clap::Args;
 use kvrec_finetune::interactions::Interactions;
 use kvrec_finetune::protocol::{self, ProtocolConfig, TieOrder, CANDIDATE_KEYS};
 use kvrec_finetune::train::item_keys::{self, ITEM_KEYS_FILE};
+use kvrec_finetune::train::item_vectors::{self, ITEM_VECTORS_FILE};
 use kvrec_finetune::{db, io, movielens, recipe, training_data};
 use serde_json::json;
 
@@ -79,6 +80,14 @@ pub struct DataArgs {
     /// ratings file's order, which carries no id cue).
     #[arg(long, value_enum, default_value_t = ProtocolConfig::default().tie_order)]
     tie_order: TieOrder,
+    /// A GGUF language model (e.g. the one `scripts/fetch_gemma.sh` prints) that reads each
+    /// item's title and genres; writes their vectors to item_vectors.jsonl for `train
+    /// --item-vectors`.
+    #[arg(long)]
+    item_text_model: Option<PathBuf>,
+    /// CPU threads for --item-text-model (default: all cores).
+    #[arg(long)]
+    threads: Option<u32>,
 }
 
 impl DataArgs {
@@ -121,6 +130,13 @@ impl DataArgs {
             &out.join(ITEM_KEYS_FILE),
             &item_keys::of_items(&interactions.items),
         )?;
+        if let Some(model) = &self.item_text_model {
+            let threads = self.threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+            });
+            let vectors = item_vectors::of_items(&interactions.items, model, threads)?;
+            io::write_jsonl(&out.join(ITEM_VECTORS_FILE), &vectors)?;
+        }
         if let Some(ids) = &interactions.item_ids {
             io::write_atomically(
                 &out.join(recipe::ITEM_IDS_FILE),

@@ -139,6 +139,10 @@ pub struct TrainArgs {
     /// embedding shared by its items, added to theirs (folded into the GGUF on export).
     #[arg(long)]
     item_keys: Option<PathBuf>,
+    /// Sequence stage: the item_vectors.jsonl `data --item-text-model` writes; the model
+    /// learns a projection of each item's text vector into its embedding (folded on export).
+    #[arg(long)]
+    item_vectors: Option<PathBuf>,
     /// Sequence stage: leave the items a user rated before each target out of that target's
     /// softmax (a request's candidates are never items the user rated).
     #[arg(long)]
@@ -244,6 +248,7 @@ impl TrainArgs {
             ema: self.ema,
             shuffle_ties: self.shuffle_ties,
             item_keys: self.item_keys.clone(),
+            item_vectors: self.item_vectors.clone(),
             targets,
             ..TrainConfig::default()
         })

@@ -91,6 +91,11 @@ pub struct TrainConfig {
     /// with that key shares (see [`super::item_keys`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_keys: Option<PathBuf>,
+    /// Sequence stage: item text vectors (`item_vectors.jsonl` from `data
+    /// --item-text-model`), projected into every item's embedding (see
+    /// [`super::item_vectors`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_vectors: Option<PathBuf>,
     /// Sequence stage: what each position is trained toward beyond its next item (see
     /// [`super::targets`]); flattened, so a run.json without these reads as the next item.
     #[serde(default, flatten)]
@@ -136,6 +141,7 @@ impl Default for TrainConfig {
             ema: 0.0,
             shuffle_ties: false,
             item_keys: None,
+            item_vectors: None,
             targets: TargetOptions::default(),
         }
     }

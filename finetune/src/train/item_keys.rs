@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::item_vectors::{self, ItemVector};
 use super::model::Transformer;
 use super::sequence::ItemClasses;
 use crate::interactions::Item;
@@ -105,13 +106,38 @@ pub fn matrix(
     Ok((matrix, names))
 }
 
-/// Gives `model` the item keys in `path` (an [`ITEM_KEYS_FILE`]), their embeddings at zero:
-/// a fresh run, or one continued from a run without keys, begins as the model without them.
-pub fn attach(model: &mut Transformer, path: &Path, classes: &ItemClasses) -> Result<()> {
-    let items = crate::io::read_jsonl::<ItemKeys>(path)?;
-    let (matrix, names) = matrix(&items, classes, model.shape.n_vocab)
-        .with_context(|| format!("the item keys in {}", path.display()))?;
-    let zeros = || Tensor::zeros((names.len(), model.shape.n_embd), DType::F32, &Device::Cpu);
+/// Gives `model` the item keys in `keys` (an [`ITEM_KEYS_FILE`]) and the text vectors in
+/// `vectors` (an [`super::item_vectors::ITEM_VECTORS_FILE`]), side by side in one fixed matrix, their embeddings
+/// at zero: a fresh run, or one continued from a run without them, begins as the model
+/// without them.
+pub fn attach(
+    model: &mut Transformer,
+    keys: Option<&Path>,
+    vectors: Option<&Path>,
+    classes: &ItemClasses,
+) -> Result<()> {
+    let vocab = model.shape.n_vocab;
+    let mut parts = Vec::new();
+    if let Some(path) = keys {
+        let items = crate::io::read_jsonl::<ItemKeys>(path)?;
+        parts.push(
+            matrix(&items, classes, vocab)
+                .with_context(|| format!("the item keys in {}", path.display()))?,
+        );
+    }
+    if let Some(path) = vectors {
+        let items = crate::io::read_jsonl::<ItemVector>(path)?;
+        parts.push(
+            item_vectors::matrix(&items, classes, vocab)
+                .with_context(|| format!("the item vectors in {}", path.display()))?,
+        );
+    }
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let columns: usize = parts.iter().map(|(_, names)| names.len()).sum();
+    let matrix = Tensor::cat(&parts.iter().map(|(m, _)| m).collect::<Vec<_>>(), 1)?;
+    let zeros = || Tensor::zeros((columns, model.shape.n_embd), DType::F32, &Device::Cpu);
     let output = if model.tied { None } else { Some(zeros()?) };
     model.attach_item_keys(matrix, zeros()?, output)?;
     Ok(())

@@ -11,6 +11,7 @@ pub mod bpe;
 pub mod checkpoint;
 pub mod export;
 pub mod item_keys;
+pub mod item_vectors;
 pub mod lora;
 pub mod model;
 pub mod optimizer;

@@ -259,18 +259,27 @@ pub fn run_corpus(
     if examples.is_empty() {
         bail!("no training rows");
     }
-    match (&config.item_keys, &items) {
-        (Some(_), _) if config.lora.is_some() => {
-            bail!("--item-keys trains new embeddings, which a frozen LoRA base cannot; train from scratch")
+    let item_inputs = [
+        ("--item-keys", config.item_keys.as_deref()),
+        ("--item-vectors", config.item_vectors.as_deref()),
+    ];
+    if let Some((option, _)) = item_inputs.iter().find(|(_, path)| path.is_some()) {
+        match &items {
+            _ if config.lora.is_some() => bail!(
+                "{option} trains new embeddings, which a frozen LoRA base cannot; train from scratch"
+            ),
+            None => bail!(
+                "{option} gives item embeddings to the sequence stage; pass train_sequences.jsonl with --sequence-window"
+            ),
+            // A resumed run's keys and vectors came with its checkpoint.
+            Some(items) if !model.has_item_keys() => item_keys::attach(
+                &mut model,
+                config.item_keys.as_deref(),
+                config.item_vectors.as_deref(),
+                items,
+            )?,
+            Some(_) => {}
         }
-        (Some(_), None) => {
-            bail!("--item-keys gives item embeddings to the sequence stage; pass train_sequences.jsonl with --sequence-window")
-        }
-        // A resumed run's keys came with its checkpoint.
-        (Some(path), Some(items)) if !model.has_item_keys() => {
-            item_keys::attach(&mut model, path, items)?
-        }
-        _ => {}
     }
     let pad = tokenizer.eos()?;
     let per_epoch = examples.len().div_ceil(config.batch);
