@@ -54,8 +54,9 @@ pub fn embed_texts(path: &Path, texts: &[String], threads: u32) -> Result<Vec<Ve
         .new_context(backend, params)
         .map_err(|e| backend_error("creating an embedding context", &e, mark))?;
     let mut out = Vec::with_capacity(texts.len());
+    let mut batch = LlamaBatch::new(BATCH_TOKENS as usize, SEQUENCES as i32);
     for chunk in texts.chunks(SEQUENCES as usize) {
-        let mut batch = LlamaBatch::new(BATCH_TOKENS as usize, SEQUENCES as i32);
+        batch.clear();
         for (seq, text) in chunk.iter().enumerate() {
             let mut tokens = model.vocab().tokenize(text.as_bytes(), true, false);
             tokens.truncate(MAX_TOKENS);

@@ -131,9 +131,7 @@ impl DataArgs {
             &item_keys::of_items(&interactions.items),
         )?;
         if let Some(model) = &self.item_text_model {
-            let threads = self.threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-            });
+            let threads = self.threads.unwrap_or_else(kvrec_llm::load_options::cores);
             let vectors = item_vectors::of_items(&interactions.items, model, threads)?;
             io::write_jsonl(&out.join(ITEM_VECTORS_FILE), &vectors)?;
         }

@@ -38,16 +38,8 @@ pub fn of_items(items: &HashMap<i64, Item>) -> Vec<ItemKeys> {
     let mut out: Vec<ItemKeys> = items
         .iter()
         .map(|(&id, item)| {
-            let category = item.keys.get("category").and_then(|c| c.as_str());
-            let listed = [("genre", item.genres.as_deref()), ("category", category)];
-            let mut keys: Vec<String> = listed
-                .into_iter()
-                .flat_map(|(kind, values)| {
-                    let values = values.unwrap_or_default().split('|').map(str::trim);
-                    values
-                        .filter(|v| !v.is_empty())
-                        .map(move |v| format!("{kind}={v}"))
-                })
+            let mut keys: Vec<String> = kinds(item)
+                .map(|(kind, value)| format!("{kind}={value}"))
                 .collect();
             keys.extend(
                 item.year
@@ -59,6 +51,29 @@ pub fn of_items(items: &HashMap<i64, Item>) -> Vec<ItemKeys> {
         .collect();
     out.sort_by_key(|item| item.id);
     out
+}
+
+/// `item`'s genres (MovieLens) and categories (an app's `category` key), each `|`-separated
+/// list split into `(kind, value)` pairs: what the keys and the item's text both list.
+pub fn kinds(item: &Item) -> impl Iterator<Item = (&'static str, &str)> {
+    let category = item.keys.get("category").and_then(|c| c.as_str());
+    [("genre", item.genres.as_deref()), ("category", category)]
+        .into_iter()
+        .flat_map(|(kind, values)| {
+            let values = values.unwrap_or_default().split('|').map(str::trim);
+            values.filter(|v| !v.is_empty()).map(move |v| (kind, v))
+        })
+}
+
+/// The row of item `id` in a `(vocab, …)` matrix of item features (`what`: keys, a vector),
+/// refused when the model has no token for it.
+pub fn item_row(classes: &ItemClasses, id: i64, what: &str) -> Result<usize> {
+    match classes.token(id) {
+        Ok(token) => Ok(token as usize),
+        Err(_) => {
+            bail!("item {id} has {what} but no item token; train with --number-tokens {id} or more")
+        }
+    }
 }
 
 /// The fixed `(vocab, keys)` matrix of `items` over a vocabulary of `vocab` tokens, and the
@@ -86,14 +101,7 @@ pub fn matrix(
         .collect();
     let mut values = vec![0f32; vocab * names.len()];
     for item in items {
-        let Ok(token) = classes.token(item.id) else {
-            bail!(
-                "item {} has keys but no item token; train with --number-tokens {} or more",
-                item.id,
-                item.id
-            );
-        };
-        let row = token as usize * names.len();
+        let row = item_row(classes, item.id, "keys")? * names.len();
         let mut per_kind: BTreeMap<&str, usize> = BTreeMap::new();
         for key in &item.keys {
             *per_kind.entry(kind(key)).or_default() += 1;

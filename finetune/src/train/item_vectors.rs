@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::item_keys;
 use super::sequence::ItemClasses;
 use crate::interactions::Item;
 
@@ -30,14 +31,7 @@ pub struct ItemVector {
 /// The text a language model reads for `item`: its title (MovieLens titles carry the year),
 /// then its genres or category; `None` for an item with neither.
 pub fn item_text(item: &Item) -> Option<String> {
-    let category = item.keys.get("category").and_then(|c| c.as_str());
-    let kinds: Vec<String> = [item.genres.as_deref(), category]
-        .into_iter()
-        .flatten()
-        .flat_map(|values| values.split('|').map(str::trim))
-        .filter(|v| !v.is_empty())
-        .map(str::to_string)
-        .collect();
+    let kinds: Vec<&str> = item_keys::kinds(item).map(|(_, value)| value).collect();
     let title = item
         .title
         .as_deref()
@@ -132,14 +126,7 @@ pub fn matrix(
                 item.vector.len()
             );
         }
-        let Ok(token) = classes.token(item.id) else {
-            bail!(
-                "item {} has a vector but no item token; train with --number-tokens {} or more",
-                item.id,
-                item.id
-            );
-        };
-        let row = token as usize * dim;
+        let row = item_keys::item_row(classes, item.id, "a vector")? * dim;
         values[row..row + dim].copy_from_slice(&item.vector);
     }
     let names = (0..dim).map(|i| format!("text.{i}")).collect();
