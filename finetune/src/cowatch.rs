@@ -35,6 +35,9 @@ pub struct CoWatch {
     pub window: usize,
     pairs: HashMap<(i64, i64), u32>,
     popularity: HashMap<i64, u32>,
+    /// Each item's co-watched items with their counts, made on first use: scoring a whole
+    /// catalog walks the history's neighbours instead of every (history, item) pair.
+    neighbours: std::sync::OnceLock<HashMap<i64, Vec<(i64, u32)>>>,
 }
 
 impl CoWatch {
@@ -65,6 +68,32 @@ impl CoWatch {
 
     pub fn popularity(&self, item: i64) -> u32 {
         self.popularity.get(&item).copied().unwrap_or(0)
+    }
+
+    fn neighbours(&self) -> &HashMap<i64, Vec<(i64, u32)>> {
+        self.neighbours.get_or_init(|| {
+            let mut neighbours: HashMap<i64, Vec<(i64, u32)>> = HashMap::new();
+            for (&(a, b), &count) in &self.pairs {
+                neighbours.entry(a).or_default().push((b, count));
+            }
+            neighbours
+        })
+    }
+
+    /// [`Self::score`] (without `own`) of every item that co-occurs with `history`; every
+    /// other item scores 0. The sums run in the same order as `score`'s, so they are equal.
+    pub fn scores_with(&self, history: &[i64], params: &CoWatchParams) -> HashMap<i64, f64> {
+        let mut co: HashMap<i64, f64> = HashMap::new();
+        for (age, h) in history.iter().rev().enumerate() {
+            let weight = params.decay.powi(age as i32);
+            for &(item, count) in self.neighbours().get(h).map_or(&[][..], Vec::as_slice) {
+                *co.entry(item).or_insert(0.0) += f64::from(count) * weight;
+            }
+        }
+        for (item, score) in co.iter_mut() {
+            *score /= (f64::from(self.popularity(*item)) + 1.0).powf(params.normalize);
+        }
+        co
     }
 
     /// Recency-weighted co-watches of `candidate` with `history` (oldest first), divided by
@@ -154,5 +183,34 @@ mod tests {
         // History oldest first: 1 then 2; 2 is the most recent.
         assert_eq!(table.score(&[1, 2], 8, &params, None), 1.0);
         assert_eq!(table.score(&[1, 2], 9, &params, None), 0.5);
+    }
+
+    #[test]
+    fn scores_through_neighbours_equal_pair_by_pair_scores() {
+        let mut rng = kvrec_core::rng::Rng::new(9);
+        let sequences: Vec<Sequence> = (0..40)
+            .map(|u| {
+                seq(
+                    u,
+                    &(0..12).map(|_| rng.below(30) as i64).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        let table = CoWatch::new(&sequences, 3);
+        let params = CoWatchParams {
+            window: 3,
+            decay: 0.7,
+            normalize: 0.5,
+        };
+        let history = [4, 17, 4, 9, 28];
+        let sparse = table.scores_with(&history, &params);
+        for item in 0..32 {
+            let dense = table.score(&history, item, &params, None);
+            assert_eq!(
+                sparse.get(&item).copied().unwrap_or(0.0),
+                dense,
+                "item {item}"
+            );
+        }
     }
 }
