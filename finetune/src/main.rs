@@ -1,7 +1,9 @@
 mod cli;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> anyhow::Result<()> {
-    cli::Cli::parse().command.run()
+    // The matches travel on: `train --config` lets only the flags given override the file.
+    let matches = cli::Cli::command().get_matches();
+    cli::Cli::from_arg_matches(&matches)?.command.run(&matches)
 }

@@ -866,6 +866,7 @@ fn masked_and_spread_targets_train_toward_their_goal_and_resume_alike() {
         future_decay: 0.5,
         sampled_negatives: 3,
         sampled_weight: 0.5,
+        output_sample: 0,
     };
     let config = with(both, 6.0);
     let run = scratch("targets");
@@ -910,6 +911,76 @@ fn masked_and_spread_targets_train_toward_their_goal_and_resume_alike() {
         .unwrap_err()
     );
     assert!(refused.contains("train_sequences.jsonl"), "{refused}");
+}
+
+/// `--output-sample`: each step's softmax over its targets and a few drawn items. The loss
+/// falls, validation ranks the full model, and an interrupted run draws the same samples.
+#[test]
+fn a_sampled_output_layer_trains_and_resumes_alike() {
+    let (sequences, valid) = sequence_data();
+    let corpus = train::Corpus::Sequences {
+        sequences: &sequences,
+        valid: &valid,
+    };
+    let config = TrainConfig {
+        targets: TargetOptions {
+            mask_seen: true,
+            output_sample: 5,
+            ..TargetOptions::default()
+        },
+        epochs: 6.0,
+        ..sequence_config()
+    };
+    let run = scratch("output-sample");
+    train::run_corpus(&config, corpus, &run, false, None, false).unwrap();
+    let (first, last) = first_and_last_epoch_loss(&run, 6);
+    assert!(
+        last < first - 0.2,
+        "the sampled loss falls: {first} → {last}"
+    );
+    let validated = std::fs::read_to_string(run.join("valid.csv")).unwrap();
+    assert_eq!(validated.lines().count(), 1 + 6, "{validated}");
+
+    let per_epoch = curve(&run).len() / 6;
+    let interrupted = scratch("output-sample-interrupted");
+    train::run_corpus(
+        &config,
+        corpus,
+        &interrupted,
+        false,
+        Some(per_epoch + 1),
+        false,
+    )
+    .unwrap();
+    train::run_corpus(&config, corpus, &interrupted, true, None, false).unwrap();
+    let expected = checkpoint::tensors(&run.join("checkpoint.safetensors")).unwrap();
+    let resumed = checkpoint::tensors(&interrupted.join("checkpoint.safetensors")).unwrap();
+    for (name, tensor) in &expected {
+        let diff = max_diff(tensor, &resumed[name]);
+        assert!(diff < 1e-5, "{name}: {diff}");
+    }
+
+    // With the protocol-shaped negatives it is one or the other.
+    let both = TrainConfig {
+        targets: TargetOptions {
+            sampled_negatives: 3,
+            ..config.targets
+        },
+        ..config.clone()
+    };
+    let refused = format!(
+        "{:#}",
+        train::run_corpus(
+            &both,
+            corpus,
+            &scratch("output-sample-both"),
+            false,
+            Some(1),
+            false
+        )
+        .unwrap_err()
+    );
+    assert!(refused.contains("do not go together"), "{refused}");
 }
 
 #[test]

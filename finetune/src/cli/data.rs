@@ -4,11 +4,8 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::Args;
 use kvrec_finetune::interactions::Interactions;
-use kvrec_finetune::protocol::{self, ProtocolConfig, TieOrder, CANDIDATE_KEYS};
-use kvrec_finetune::train::item_keys::{self, ITEM_KEYS_FILE};
-use kvrec_finetune::train::item_vectors::{self, ITEM_VECTORS_FILE};
-use kvrec_finetune::{db, io, movielens, recipe, training_data};
-use serde_json::json;
+use kvrec_finetune::protocol::{ProtocolConfig, TieOrder, CANDIDATE_KEYS};
+use kvrec_finetune::{dataset, db, movielens, recipe};
 
 #[derive(Args)]
 pub struct ImportArgs {
@@ -112,60 +109,14 @@ impl DataArgs {
             (None, Some(path)) => (path, recipe::read(path)?),
             (None, None) => bail!("pass --from <MovieLens folder> or --recipe <recipe.toml>"),
         };
-        let data = protocol::build_from(&interactions, &config);
-        let min = config.min_interactions;
-        if data.train_sequences.is_empty() {
-            bail!(
-                "no user has {min} interactions with items that have {min} too (the \
-                 {min}-core filter); lower --min-interactions or add data"
-            );
-        }
-        // Everything goes to <out>.partial first and is renamed into place at the end, so an
-        // interrupted run never leaves a folder that looks complete.
-        let out = io::partial_dir(&self.out, "manifest.json")?;
-        io::write_jsonl(&out.join("train.jsonl"), &data.train)?;
-        io::write_jsonl(&out.join("test.jsonl"), &data.test)?;
-        io::write_jsonl(&out.join("train_sequences.jsonl"), &data.train_sequences)?;
-        io::write_jsonl(
-            &out.join(ITEM_KEYS_FILE),
-            &item_keys::of_items(&interactions.items),
-        )?;
-        if let Some(model) = &self.item_text_model {
-            let threads = self.threads.unwrap_or_else(kvrec_llm::load_options::cores);
-            let vectors = item_vectors::of_items(&interactions.items, model, threads)?;
-            io::write_jsonl(&out.join(ITEM_VECTORS_FILE), &vectors)?;
-        }
-        if let Some(ids) = &interactions.item_ids {
-            io::write_atomically(
-                &out.join(recipe::ITEM_IDS_FILE),
-                serde_json::to_string(ids)?.as_bytes(),
-            )?;
-        }
-        if let Some(path) = &self.sqlite {
-            let all: Vec<_> = data.train.iter().chain(&data.test).collect();
-            db::write_requests(path, &all)?;
-        }
-        let mut written = json!({});
-        for variant in &self.variants {
-            let rows = training_data::rows(&data.train, variant, self.copies, self.seed)?;
-            let file = format!("train-{}.jsonl", variant.replace('+', "_"));
-            io::write_jsonl(&out.join(&file), &rows)?;
-            written[file] = json!(rows.len());
-        }
-        let manifest = json!({
-            "source": source.display().to_string(),
-            "config": config,
-            "copies": self.copies,
-            "train": data.train.len(),
-            "test": data.test.len(),
-            "users": data.train_sequences.len(),
-            "training_files": written,
-        });
-        std::fs::write(
-            out.join("manifest.json"),
-            serde_json::to_string_pretty(&manifest)?,
-        )?;
-        io::finish_dir(&out, &self.out)?;
+        let extras = dataset::Extras {
+            item_text_model: self.item_text_model.clone(),
+            threads: self.threads,
+            variants: self.variants.clone(),
+            copies: self.copies,
+            sqlite: self.sqlite.clone(),
+        };
+        let data = dataset::write(&interactions, &config, &extras, source, &self.out)?;
         eprintln!(
             "{} train and {} test requests, variants {:?}, written to {} in {:.1} s",
             data.train.len(),

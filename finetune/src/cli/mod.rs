@@ -5,10 +5,11 @@
 mod bench;
 mod data;
 mod eval;
+mod fit;
 mod train;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, Parser, Subcommand};
 
 /// kvrec's data, training and evaluation tool.
 #[derive(Parser)]
@@ -20,6 +21,10 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Your data to a served model in one command: data, a training configuration derived
+    /// from the data, training within a time budget, export, and a report against
+    /// popularity and co-occurrence on held-out users.
+    Fit(Box<fit::FitArgs>),
     /// Import a MovieLens folder (ML-1M or ML-100K layout) into a SQLite database.
     Import(data::ImportArgs),
     /// Build the paper's train and test requests (JSONL) and augmented training data.
@@ -37,11 +42,18 @@ pub enum Command {
 }
 
 impl Command {
-    pub fn run(self) -> Result<()> {
+    pub fn run(self, matches: &ArgMatches) -> Result<()> {
+        let given = |name: &str| {
+            matches
+                .subcommand_matches(name)
+                .cloned()
+                .unwrap_or_default()
+        };
         match self {
+            Command::Fit(args) => args.run(&given("fit")),
             Command::Import(args) => args.run(),
             Command::Data(args) => args.run(),
-            Command::Train(args) => args.run(),
+            Command::Train(args) => args.run(&given("train")),
             Command::Export(args) => args.run(),
             Command::Bench(args) => args.run(),
             Command::TinyModel(args) => args.run(),

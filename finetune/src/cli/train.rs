@@ -2,12 +2,14 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::GgmlDType;
-use clap::{Args, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, ValueEnum};
 use kvrec_core::template::{CandidateIdPosition, TemplateSpec};
 use kvrec_finetune::io;
 use kvrec_finetune::protocol::{Instance, Sequence};
 use kvrec_finetune::train::{self, lora::LoraSpec, targets::TargetOptions, TrainConfig};
 use kvrec_finetune::training_data::TrainingRow;
+use serde_json::Value;
 
 /// Where candidate ids go in the prompt.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -22,8 +24,12 @@ enum CandidateId {
 pub struct TrainArgs {
     /// Training rows: one or more train-<variant>.jsonl from `data` (the sequence stage:
     /// train_sequences.jsonl).
-    #[arg(long, required = true, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',')]
     data: Vec<PathBuf>,
+    /// A training configuration (TOML, as `fit` writes it to train.toml); the flags given
+    /// beside it override its options.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Run folder: tokenizer.json, checkpoint, loss.csv, run.json.
     #[arg(long)]
     out: PathBuf,
@@ -166,6 +172,10 @@ pub struct TrainArgs {
     /// Sequence stage: the weight of the --sampled-negatives term beside the full softmax.
     #[arg(long, default_value_t = TargetOptions::default().sampled_weight)]
     sampled_weight: f64,
+    /// Sequence stage: each step's softmax over its targets and N items drawn uniformly from
+    /// the catalog, corrected for the draw, instead of over every item (0: every item).
+    #[arg(long, default_value_t = TargetOptions::default().output_sample)]
+    output_sample: usize,
 }
 
 impl TrainArgs {
@@ -190,7 +200,40 @@ impl TrainArgs {
         Ok(template)
     }
 
-    fn config(&self) -> Result<TrainConfig> {
+    /// The run's configuration: `--config`'s file with the flags given on the command line
+    /// set over it, or the flags alone.
+    fn config(&self, given: &ArgMatches) -> Result<TrainConfig> {
+        let flags = self.flag_config()?;
+        let config = match &self.config {
+            None => flags,
+            Some(file) => {
+                let mut merged = serde_json::to_value(TrainConfig::default().overlay_file(file)?)?;
+                let flags = serde_json::to_value(&flags)?;
+                // The struct's own argument group is among the ids; only arguments set options.
+                let group = <TrainArgs as Args>::group_id();
+                let mut options: Vec<String> = given
+                    .ids()
+                    .filter(|&id| Some(id) != group.as_ref())
+                    .filter(|id| given.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+                    .filter_map(|id| option_of(id.as_str()))
+                    .collect();
+                // A whole option (--template) before its parts (--max-history).
+                options.sort_by_key(String::len);
+                for pointer in options {
+                    set_pointer(&mut merged, &flags, &pointer)?;
+                }
+                serde_json::from_value(merged)?
+            }
+        };
+        if config.data.is_empty() {
+            bail!("no training data: pass --data <train_sequences.jsonl> or set data in --config");
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The configuration the flags alone give (their defaults where not given).
+    fn flag_config(&self) -> Result<TrainConfig> {
         let lora = self.base.as_ref().map(|_| LoraSpec {
             rank: self.lora_rank,
             alpha: self.lora_alpha,
@@ -201,12 +244,6 @@ impl TrainArgs {
             },
             layers: self.lora_layers.clone(),
         });
-        if !(0.0..1.0).contains(&self.ema) {
-            bail!(
-                "--ema {} is not a decay: give one in [0, 1), e.g. 0.998, or 0 for the raw weights",
-                self.ema
-            );
-        }
         let targets = TargetOptions {
             mask_seen: self.mask_seen,
             mask_later: self.mask_later,
@@ -214,8 +251,8 @@ impl TrainArgs {
             future_decay: self.future_decay,
             sampled_negatives: self.sampled_negatives,
             sampled_weight: self.sampled_weight,
+            output_sample: self.output_sample,
         };
-        targets.check()?;
         Ok(TrainConfig {
             data: self.data.clone(),
             seed: self.seed,
@@ -254,18 +291,18 @@ impl TrainArgs {
         })
     }
 
-    pub fn run(self) -> Result<()> {
-        let config = self.config()?;
-        let summary = if self.sequence_window > 0 {
+    pub fn run(self, given: &ArgMatches) -> Result<()> {
+        let config = self.config(given)?;
+        let summary = if config.sequence_window > 0 {
             let mut sequences: Vec<Sequence> = Vec::new();
-            for path in &self.data {
+            for path in &config.data {
                 sequences.extend(io::read_jsonl::<Sequence>(path)?);
             }
-            let valid: Vec<Instance> = match &self.valid {
+            let valid: Vec<Instance> = match &config.valid {
                 Some(path) => io::read_jsonl(path)?,
                 None => Vec::new(),
             };
-            train::carry_item_ids(&self.data, &self.out)?;
+            train::carry_item_ids(&config.data, &self.out)?;
             let corpus = train::Corpus::Sequences {
                 sequences: &sequences,
                 valid: &valid,
@@ -280,7 +317,7 @@ impl TrainArgs {
             )?
         } else {
             let mut rows: Vec<TrainingRow> = Vec::new();
-            for path in &self.data {
+            for path in &config.data {
                 rows.extend(io::read_jsonl::<TrainingRow>(path)?);
             }
             train::run(
@@ -298,6 +335,41 @@ impl TrainArgs {
             eprintln!("wrote {}", path.display());
         }
         Ok(())
+    }
+}
+
+/// The option of [`TrainConfig`] a flag sets, as a JSON pointer into its serialized form;
+/// `None` for the flags that steer the call rather than the run.
+fn option_of(flag: &str) -> Option<String> {
+    Some(match flag {
+        "out" | "resume" | "gguf" | "stop_after" | "config" => return None,
+        "vocab" => "/vocab_size".into(),
+        "warmup" => "/warmup_steps".into(),
+        "untied" => "/tied".into(),
+        "max_history" => "/template/max_history".into(),
+        "candidate_id" => "/template/candidate_id".into(),
+        lora if lora.starts_with("lora_") => format!("/lora/{}", &lora["lora_".len()..]),
+        other => format!("/{other}"),
+    })
+}
+
+/// Copies the option at `pointer` from `flags` into `config` (both serialized configs).
+fn set_pointer(config: &mut Value, flags: &Value, pointer: &str) -> Result<()> {
+    let value = flags
+        .pointer(pointer)
+        .with_context(|| format!("the flag for {pointer} needs --base (LoRA options)"))?
+        .clone();
+    let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+    if parent.starts_with("/lora") && config.pointer(parent).is_none_or(Value::is_null) {
+        // A LoRA option over a file without LoRA: the flags' whole adapter settings.
+        config["lora"] = flags["lora"].clone();
+    }
+    match config.pointer_mut(parent).and_then(Value::as_object_mut) {
+        Some(object) => {
+            object.insert(key.to_string(), value);
+            Ok(())
+        }
+        None => bail!("the configuration has no {parent} for the flag of {pointer}"),
     }
 }
 

@@ -16,6 +16,9 @@
 //!
 //! [users]                       # optional: user, then any keys
 //! sql = "SELECT customer_id AS user, segment FROM customers"
+//!
+//! [train]                       # optional, for `fit`: training options over the derived ones
+//! dropout = 0.3
 //! ```
 
 pub mod source;
@@ -44,6 +47,9 @@ pub struct Recipe {
     pub interactions: Query,
     pub items: Option<Query>,
     pub users: Option<Query>,
+    /// Training options `fit` sets over the ones it derives (see `TrainConfig`); paths in it
+    /// are relative to the recipe.
+    pub train: Option<toml::Table>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -1,10 +1,12 @@
 //! What determines a training run: everything `run.json` records and a resumed run checks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::{bail, Context, Result};
 use kvrec_core::template::TemplateSpec;
 use kvrec_llm::llama_file::LlamaShape;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use super::lora::LoraSpec;
 use super::targets::TargetOptions;
@@ -148,6 +150,17 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Refuses option values no run can use, naming the option and a valid value.
+    pub fn check(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.ema) {
+            bail!(
+                "--ema {} is not a decay: give one in [0, 1), e.g. 0.998, or 0 for the raw weights",
+                self.ema
+            );
+        }
+        self.targets.check()
+    }
+
     pub fn shape(&self) -> LlamaShape {
         LlamaShape {
             n_vocab: self.vocab_size,
@@ -158,5 +171,99 @@ impl TrainConfig {
             n_ff: self.ff,
             context: self.context,
         }
+    }
+}
+
+/// Options that a configuration file may set although a default configuration does not
+/// write them (they are skipped when unset).
+const UNWRITTEN_OPTIONS: [&str; 2] = ["item_keys", "item_vectors"];
+
+impl TrainConfig {
+    /// `self` with the options of `table` set (a `train --config` file, a recipe's `[train]`
+    /// table), as JSON pointers' values; an option a run does not have is an error that says
+    /// which it has.
+    pub fn overlay(&self, table: &Map<String, Value>, what: &str) -> Result<TrainConfig> {
+        let mut merged = serde_json::to_value(self)?;
+        let object = merged
+            .as_object_mut()
+            .context("a training configuration is a JSON object")?;
+        for (key, value) in table {
+            if !object.contains_key(key) && !UNWRITTEN_OPTIONS.contains(&key.as_str()) {
+                let mut known: Vec<&str> = object.keys().map(String::as_str).collect();
+                known.extend(UNWRITTEN_OPTIONS);
+                known.sort_unstable();
+                bail!(
+                    "{what}: '{key}' is not a training option; the options are {}",
+                    known.join(", ")
+                );
+            }
+            object.insert(key.clone(), value.clone());
+        }
+        serde_json::from_value(merged).map_err(|e| anyhow::anyhow!("{what}: {e}"))
+    }
+
+    /// `self` with a TOML configuration file's options set. Paths in it (data, validation,
+    /// item features, a template given as a file) are relative to the file's folder.
+    pub fn overlay_file(&self, path: &Path) -> Result<TrainConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the training configuration {}", path.display()))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not valid TOML: {}",
+                path.display(),
+                e.to_string().trim_end()
+            )
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        self.overlay_toml(&table, dir, &path.display().to_string())
+    }
+
+    /// [`Self::overlay`] of a TOML table whose paths are relative to `dir`.
+    pub fn overlay_toml(&self, table: &toml::Table, dir: &Path, what: &str) -> Result<TrainConfig> {
+        let mut options: Map<String, Value> = serde_json::from_value(serde_json::to_value(table)?)?;
+        let at = |value: &Value| -> Value {
+            match value.as_str() {
+                Some(path) => Value::String(dir.join(path).to_string_lossy().into_owned()),
+                None => value.clone(),
+            }
+        };
+        for key in ["valid", "item_keys", "item_vectors", "base", "init_from"] {
+            if let Some(value) = options.get_mut(key) {
+                *value = at(value);
+            }
+        }
+        if let Some(Value::Array(paths)) = options.get_mut("data") {
+            for path in paths.iter_mut() {
+                *path = at(path);
+            }
+        }
+        if let Some(Value::String(file)) = options.get("template").cloned() {
+            let file = dir.join(file);
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("{what}: reading the template {}", file.display()))?;
+            let spec = TemplateSpec::from_json(&serde_json::from_str(&text)?)
+                .with_context(|| format!("{what}: the template in {}", file.display()))?;
+            options.insert("template".into(), serde_json::to_value(spec)?);
+        }
+        self.overlay(&options, what)
+    }
+
+    /// The configuration as TOML, as `fit` writes it for `train --config`.
+    pub fn to_toml(&self) -> Result<String> {
+        // JSON first: TOML has no null, and an unset option is simply left out.
+        let mut value = serde_json::to_value(self)?;
+        strip_nulls(&mut value);
+        Ok(toml::to_string(&value)?)
+    }
+}
+
+fn strip_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
     }
 }

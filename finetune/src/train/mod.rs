@@ -30,5 +30,6 @@ pub use examples::{batch, examples, Batch, Example};
 pub use schedule::{batch_indices, learning_rate};
 pub use tokenizer::TextTokenizer;
 pub use trainer::{
-    carry_item_ids, keep_freed_memory, run, run_corpus, Corpus, RunSummary, CATALOG_FILE,
+    carry_item_ids, keep_freed_memory, run, run_corpus, run_within, Corpus, Limits, RunSummary,
+    CATALOG_FILE,
 };

@@ -1,6 +1,6 @@
-//! The loss curve as a PNG (loss.png beside loss.csv): raw loss in grey, a moving average in
-//! blue, on a log-free linear scale from 0 to the largest loss. Axes only, no text: the CSV
-//! carries the numbers.
+//! Pictures as PNG: the loss curve (loss.png beside loss.csv: raw loss in grey, a moving
+//! average in blue, on a linear scale from 0 to the largest loss) and grouped bars (a fit
+//! report's rank histogram). Axes only, no text: the CSV or the report carries the numbers.
 
 use std::path::Path;
 
@@ -10,7 +10,7 @@ const WIDTH: usize = 800;
 const HEIGHT: usize = 400;
 const MARGIN: usize = 20;
 
-/// Draws `losses` (one per step) to `path`.
+/// Draws `losses` (one per step; or any curve, e.g. validation HR@1 per epoch) to `path`.
 pub fn loss_png(losses: &[f64], path: &Path) -> Result<()> {
     let mut pixels = vec![255u8; WIDTH * HEIGHT * 3];
     let mut put = |x: usize, y: usize, rgb: [u8; 3]| {
@@ -58,10 +58,61 @@ pub fn loss_png(losses: &[f64], path: &Path) -> Result<()> {
             }
         }
     }
+    write_png(&pixels, path)
+}
+
+/// Colours of the series of a bar chart, in order.
+pub const SERIES_COLOURS: [[u8; 3]; 4] = [
+    [170, 170, 170],
+    [230, 140, 30],
+    [20, 60, 200],
+    [40, 160, 60],
+];
+
+/// A grouped bar chart to `path`: group `g` (e.g. the positive's rank) holds one bar per
+/// series (e.g. per method), `series[s][g]`, coloured by [`SERIES_COLOURS`], from 0 to the
+/// largest value. Axes only, no text: the report's table carries the numbers.
+pub fn bars_png(series: &[Vec<f64>], path: &Path) -> Result<()> {
+    let mut pixels = vec![255u8; WIDTH * HEIGHT * 3];
+    let mut fill = |x0: usize, x1: usize, y0: usize, y1: usize, rgb: [u8; 3]| {
+        for y in y0..y1.min(HEIGHT) {
+            for x in x0..x1.min(WIDTH) {
+                let i = (y * WIDTH + x) * 3;
+                pixels[i..i + 3].copy_from_slice(&rgb);
+            }
+        }
+    };
+    fill(
+        MARGIN,
+        WIDTH - MARGIN,
+        HEIGHT - MARGIN,
+        HEIGHT - MARGIN + 1,
+        [0, 0, 0],
+    );
+    fill(MARGIN, MARGIN + 1, MARGIN, HEIGHT - MARGIN, [0, 0, 0]);
+    let groups = series.iter().map(Vec::len).max().unwrap_or(0);
+    let max = series.iter().flatten().copied().fold(0.0, f64::max);
+    if groups > 0 && max > 0.0 && !series.is_empty() {
+        let group_width = (WIDTH - 2 * MARGIN - 1) / groups;
+        let bar_width = (group_width * 4 / 5 / series.len()).max(1);
+        let height = (HEIGHT - 2 * MARGIN) as f64;
+        for (s, values) in series.iter().enumerate() {
+            for (g, &value) in values.iter().enumerate() {
+                let x0 = MARGIN + 1 + g * group_width + group_width / 10 + s * bar_width;
+                let top = HEIGHT - MARGIN - (height * (value / max).clamp(0.0, 1.0)) as usize;
+                let colour = SERIES_COLOURS[s % SERIES_COLOURS.len()];
+                fill(x0, x0 + bar_width, top, HEIGHT - MARGIN, colour);
+            }
+        }
+    }
+    write_png(&pixels, path)
+}
+
+fn write_png(pixels: &[u8], path: &Path) -> Result<()> {
     let file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut encoder = png::Encoder::new(file, WIDTH as u32, HEIGHT as u32);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    encoder.write_header()?.write_image_data(&pixels)?;
+    encoder.write_header()?.write_image_data(pixels)?;
     Ok(())
 }

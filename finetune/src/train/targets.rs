@@ -19,6 +19,9 @@
 //!   request poses (the protocol's 9 uniform negatives). The full softmax spends its gradient
 //!   on the few items that compete hardest with the target; a request's negatives are mostly
 //!   ordinary items, and this term trains the ranking against those.
+//! - `--output-sample K` runs each step's softmax over the items its rows are pulled toward
+//!   and K drawn uniformly from the catalog, corrected for the draw (sampled softmax): the
+//!   output layer of a 20k-item catalog then costs a tenth as much.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -62,6 +65,10 @@ pub struct TargetOptions {
     /// The weight of that term beside the full softmax's.
     #[serde(default = "one")]
     pub sampled_weight: f64,
+    /// Run each step's softmax over the classes its rows are pulled toward and this many
+    /// drawn uniformly from the catalog (0: over every item); see [`Goal::over_sample`].
+    #[serde(default)]
+    pub output_sample: usize,
 }
 
 fn one() -> f64 {
@@ -81,6 +88,7 @@ impl Default for TargetOptions {
             future_decay: half(),
             sampled_negatives: 0,
             sampled_weight: one(),
+            output_sample: 0,
         }
     }
 }
@@ -101,12 +109,19 @@ impl TargetOptions {
                 self.sampled_weight
             );
         }
+        if self.output_sample > 0 && self.sampled_negatives > 0 {
+            bail!("--output-sample and --sampled-negatives do not go together; pick one");
+        }
         Ok(())
     }
 
-    /// Whether a run trains toward anything but its next item.
+    /// Whether a run trains toward anything but its next item over every item.
     pub fn any(&self) -> bool {
-        self.mask_seen || self.mask_later || self.future_items > 1 || self.sampled_negatives > 0
+        self.mask_seen
+            || self.mask_later
+            || self.future_items > 1
+            || self.sampled_negatives > 0
+            || self.output_sample > 0
     }
 }
 
@@ -143,6 +158,77 @@ impl Goal {
         let log_probs = candle_nn::ops::log_softmax(&choices, candle_core::D::Minus1)?;
         let next = log_probs.narrow(1, 0, 1)?.sum_all()?.neg()? / self.rows as f64;
         full + (next? * *weight)?
+    }
+}
+
+impl Goal {
+    /// The goal over a sample of the classes (`train --output-sample`): every class some row is
+    /// pulled toward, and `k` drawn uniformly from `catalog`; the softmax runs over those
+    /// columns alone, so a step costs `rows × (targets + k)` instead of `rows × classes`.
+    /// Each drawn column's logit is raised by `ln(catalog / k)`, the inverse of its chance to
+    /// be drawn (sampled softmax's correction), so the sample estimates the full softmax.
+    /// Returns the narrowed goal and the classes of its columns, ascending.
+    pub fn over_sample(
+        &self,
+        classes: usize,
+        catalog: &[u32],
+        k: usize,
+        rng: &mut Rng,
+    ) -> Result<(Goal, Vec<u32>)> {
+        if self.sampled.is_some() {
+            bail!("--output-sample and --sampled-negatives do not go together; pick one");
+        }
+        let picks: Vec<u32> = self.picks.to_vec1()?;
+        let targets: HashSet<u32> = picks.iter().map(|&p| p % classes as u32).collect();
+        let mut columns: Vec<u32> = targets.iter().copied().collect();
+        // k distinct non-target catalog items: a partial shuffle of what is left.
+        let mut rest: Vec<u32> = catalog
+            .iter()
+            .copied()
+            .filter(|c| !targets.contains(c))
+            .collect();
+        let k = k.min(rest.len());
+        for i in 0..k {
+            let j = i + rng.below(rest.len() - i);
+            rest.swap(i, j);
+        }
+        columns.extend(&rest[..k]);
+        columns.sort_unstable();
+        columns.dedup();
+        let position: std::collections::HashMap<u32, u32> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (c, i as u32))
+            .collect();
+        let width = columns.len() as u32;
+        let narrowed: Vec<u32> = picks
+            .iter()
+            .map(|&p| p / classes as u32 * width + position[&(p % classes as u32)])
+            .collect();
+        let boost = (rest.len() as f64 / k.max(1) as f64).ln().max(0.0) as f32;
+        let bias: Vec<f32> = columns
+            .iter()
+            .map(|c| if targets.contains(c) { 0.0 } else { boost })
+            .collect();
+        let device = Device::Cpu;
+        let index = Tensor::new(columns.as_slice(), &device)?;
+        let bias = Tensor::from_vec(bias, (1, columns.len()), &device)?;
+        let mask = match &self.mask {
+            Some(mask) => mask.index_select(&index, 1)?.broadcast_add(&bias)?,
+            None => bias
+                .broadcast_as((self.rows, columns.len()))?
+                .contiguous()?,
+        };
+        Ok((
+            Goal {
+                picks: Tensor::new(narrowed.as_slice(), &device)?,
+                weights: self.weights.clone(),
+                mask: Some(mask),
+                sampled: None,
+                rows: self.rows,
+            },
+            columns,
+        ))
     }
 }
 
@@ -570,5 +656,66 @@ mod tests {
                 vec![3, 4, 5, 6, 7]
             ]
         );
+    }
+
+    #[test]
+    fn a_sample_of_the_whole_catalog_is_the_full_softmax() {
+        let example = window();
+        let options = TargetOptions {
+            mask_seen: true,
+            future_items: 2,
+            ..Default::default()
+        };
+        let full = goal(&[&example], &[6, 7, 8], 12, &options, None).unwrap();
+        let logits: Vec<Vec<f32>> = (0..3)
+            .map(|r| {
+                (0..12)
+                    .map(|c| ((c * 5 + r) % 7) as f32 * 0.4 - 1.0)
+                    .collect()
+            })
+            .collect();
+        let tensor = Tensor::new(logits.clone(), &Device::Cpu).unwrap();
+        let all: Vec<u32> = (0..12).collect();
+        let (every, columns) = full.over_sample(12, &all, 12, &mut Rng::new(3)).unwrap();
+        assert_eq!(columns, all);
+        let scalar = |t: Tensor| t.to_scalar::<f32>().unwrap();
+        let expected = scalar(full.loss(&tensor).unwrap());
+        assert!((scalar(every.loss(&tensor).unwrap()) - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_sample_keeps_every_target_and_corrects_the_drawn_columns() {
+        let example = window();
+        let options = TargetOptions {
+            future_items: 2,
+            ..Default::default()
+        };
+        let full = goal(&[&example], &[6, 7, 8], 12, &options, None).unwrap();
+        // Targets 6..=9; two of the eight other catalog items are drawn.
+        let (sampled, columns) = full.over_sample(12, &CATALOG, 2, &mut Rng::new(7)).unwrap();
+        assert_eq!(columns.len(), 6, "{columns:?}");
+        assert!(
+            [6, 7, 8, 9].iter().all(|t| columns.contains(t)),
+            "{columns:?}"
+        );
+        let rows = rows_of(&sampled, columns.len());
+        let as_classes: Vec<Vec<u32>> = rows
+            .iter()
+            .map(|row| row.iter().map(|&(c, _)| columns[c]).collect())
+            .collect();
+        assert_eq!(as_classes, [vec![6, 7], vec![7, 8], vec![8, 9]]);
+        let bias: Vec<Vec<f32>> = sampled.mask.unwrap().to_vec2().unwrap();
+        // Six non-target catalog items (0, 3, 4, 5, 10, 11), two drawn: ln 3 for each.
+        for (i, &class) in columns.iter().enumerate() {
+            let want = if (6..=9).contains(&class) {
+                0.0
+            } else {
+                3f32.ln()
+            };
+            assert!(
+                bias.iter().all(|row| (row[i] - want).abs() < 1e-6),
+                "{class}"
+            );
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Var;
+use candle_core::{Device, Tensor, Var};
 use kvrec_core::rng::Rng;
 use kvrec_llm::llama_file::LlamaShape;
 use serde::Serialize;
@@ -32,6 +32,21 @@ pub struct RunSummary {
     pub final_loss: f64,
     pub seconds: f64,
     pub parameters: usize,
+    /// Steps of one epoch.
+    pub steps_per_epoch: usize,
+    /// The best validated epoch and its HR@1, over the whole run (resumed calls included).
+    pub best: Option<(usize, f64)>,
+    /// Why the loop ended: `epochs`, `patience`, `steps` (a step limit) or `deadline`.
+    pub stopped_by: &'static str,
+}
+
+/// Where a call of [`run_within`] stops besides its configured epochs and patience: after
+/// `steps` steps of this call (tests interrupt runs so), or before an epoch that would end
+/// after `deadline` (`fit --budget`), checkpointed so that `--resume` continues.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    pub steps: Option<usize>,
+    pub deadline: Option<Instant>,
 }
 
 /// Every step allocates and frees tensors of tens of MB; by default glibc returns each to the
@@ -124,6 +139,23 @@ pub fn run_corpus(
     stop_after: Option<usize>,
     progress: bool,
 ) -> Result<RunSummary> {
+    let limits = Limits {
+        steps: stop_after,
+        deadline: None,
+    };
+    run_within(config, corpus, out, resume, limits, progress)
+}
+
+/// [`run_corpus`] within [`Limits`].
+pub fn run_within(
+    config: &TrainConfig,
+    corpus: Corpus,
+    out: &Path,
+    resume: bool,
+    limits: Limits,
+    progress: bool,
+) -> Result<RunSummary> {
+    config.check()?;
     keep_freed_memory();
     std::fs::create_dir_all(out)?;
     let resumed = if resume {
@@ -332,12 +364,36 @@ pub fn run_corpus(
                 best
             }
         });
-    let bar = progress.then(|| crate::eval::progress(total - start_step, "training"));
+    // With a deadline the bar is the budget's time, which ends training before the steps do.
+    let budget = limits
+        .deadline
+        .map(|d| d.saturating_duration_since(Instant::now()).as_secs().max(1));
+    let bar = progress.then(|| match budget {
+        Some(seconds) => budget_bar(seconds),
+        None => crate::eval::progress(total - start_step, "training"),
+    });
     let started = Instant::now();
     let (mut tokens_seen, mut last_loss) = (0usize, f64::NAN);
-    let end = stop_after.map_or(total, |n| (start_step + n).min(total));
+    let end = limits.steps.map_or(total, |n| (start_step + n).min(total));
+    let mut stopped_by = if end < total { "steps" } else { "epochs" };
     let mut steps_done = start_step;
     for step in start_step..end {
+        // A deadline mid-epoch (the first epoch alone is longer than the budget): keep what
+        // was learnt as a checkpoint that --resume continues.
+        if limits.deadline.is_some_and(|d| Instant::now() >= d) {
+            checkpoint::save(
+                out,
+                &names,
+                &vars,
+                &optimizer,
+                average.as_ref(),
+                config,
+                step,
+            )?;
+            checkpoint::write_rows(&loss_csv, "step,epoch,loss,lr,tokens_per_s", &curve)?;
+            stopped_by = "deadline";
+            break;
+        }
         steps_done = step + 1;
         if let Some(sequences) = sequences.as_ref().filter(|_| config.shuffle_ties) {
             if step / per_epoch != examples_epoch {
@@ -364,7 +420,17 @@ pub fn run_corpus(
                     &config.targets,
                     Some(draw),
                 )?;
-                model.loss_over(&hidden, &batch.rows, &items.tensor, &goal)?
+                match config.targets.output_sample {
+                    0 => model.loss_over(&hidden, &batch.rows, &items.tensor, &goal)?,
+                    k => {
+                        let mut rng = Rng::fork(config.seed ^ OUTPUT_SAMPLE_STREAM, step as u64);
+                        let (goal, columns) =
+                            goal.over_sample(items.tokens.len(), &catalog_classes, k, &mut rng)?;
+                        let index = Tensor::new(columns.as_slice(), &Device::Cpu)?;
+                        let tokens = items.tensor.index_select(&index, 0)?;
+                        model.loss_over(&hidden, &batch.rows, &tokens, &goal)?
+                    }
+                }
             }
             None => model.loss(&batch.ids, &batch.rows, &batch.targets)?,
         };
@@ -386,8 +452,14 @@ pub fn run_corpus(
             (step + 1) as f64 / per_epoch as f64
         ));
         if let Some(bar) = &bar {
-            bar.set_message(format!("training: loss {last_loss:.4}, {rate:.0} tok/s"));
-            bar.inc(1);
+            bar.set_message(format!(
+                "training: epoch {:.2}, loss {last_loss:.4}, {rate:.0} tok/s",
+                (step + 1) as f64 / per_epoch as f64
+            ));
+            match budget {
+                Some(_) => bar.set_position(started.elapsed().as_secs()),
+                None => bar.inc(1),
+            }
         }
         let epoch_end = (step + 1) % per_epoch == 0 || step + 1 == total;
         let validating = !valid.is_empty() && epoch_end;
@@ -452,7 +524,19 @@ pub fn run_corpus(
                 ));
             }
             if config.patience > 0 && best.is_some_and(|(e, _)| epoch >= e + config.patience) {
+                stopped_by = "patience";
                 break;
+            }
+        }
+        if epoch_end && step + 1 < end {
+            if let Some(deadline) = limits.deadline {
+                // The epochs of this call so far, on average, predict the next one.
+                let epochs_here = (step + 1 - start_step) as f64 / per_epoch as f64;
+                let next = started.elapsed().as_secs_f64() / epochs_here;
+                if Instant::now() + std::time::Duration::from_secs_f64(next) > deadline {
+                    stopped_by = "deadline";
+                    break;
+                }
             }
         }
     }
@@ -466,7 +550,21 @@ pub fn run_corpus(
         final_loss: last_loss,
         seconds: started.elapsed().as_secs_f64(),
         parameters,
+        steps_per_epoch: per_epoch,
+        best,
+        stopped_by,
     })
+}
+
+/// A progress bar over `seconds` of budget.
+fn budget_bar(seconds: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(seconds);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} {bar:30} {elapsed_precise} of a {len} s budget",
+    ) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 /// Seeds each epoch's order of the items within a second (`--shuffle-ties`).
@@ -476,6 +574,8 @@ const TIES_STREAM: u64 = 0x7469_6573_0000_0000;
 const DROPOUT_STREAM: u64 = 0x6472_6f70_6f75_7400;
 /// `--sampled-negatives`' draws, one stream per step (a resumed run draws the same).
 const NEGATIVES_STREAM: u64 = 0x6e65_6761_7469_7600;
+/// `--output-sample`'s draws, one stream per step.
+const OUTPUT_SAMPLE_STREAM: u64 = 0x6f75_7470_7574_0000;
 
 /// The tensors a run trains, by checkpoint name: the adapters under LoRA, else every weight.
 fn trainable(model: &Transformer) -> (Vec<String>, Vec<Var>) {
