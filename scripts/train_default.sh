@@ -25,12 +25,10 @@ gemma=$(bash scripts/fetch_gemma.sh)
 "$bin" data --from "$data" --out "$out/data" --tie-order "$tie" --variants none --copies 0 \
   --item-text-model "$gemma"
 # Validation: each user's last training item (train.jsonl) is held out of the sequences.
-"$bin" train --data "$out/data/train_sequences.jsonl" --valid "$out/data/train.jsonl" \
-  --template models/kvrec-default.template.json --number-tokens 3952 --vocab 300 \
-  --sequence-window 100 --context 256 --d-model 128 --layers 2 --heads 2 --ff 256 --untied \
-  --dropout 0.2 --batch 64 --lr 2e-3 --warmup 100 --epochs "${KVREC_EPOCHS:-30}" --patience 5 \
-  --checkpoint-every 100000 --item-keys "$out/data/item_keys.jsonl" \
-  --item-vectors "$out/data/item_vectors.jsonl" --mask-seen \
-  --future-items 3 --out "$out/run" "$@"
+# The recipe's options are models/kvrec-default.train.toml; the paths of this run go beside it.
+"$bin" train --config models/kvrec-default.train.toml --epochs "${KVREC_EPOCHS:-30}" \
+  --data "$out/data/train_sequences.jsonl" --valid "$out/data/train.jsonl" \
+  --item-keys "$out/data/item_keys.jsonl" --item-vectors "$out/data/item_vectors.jsonl" \
+  --out "$out/run" "$@"
 "$bin" export --run "$out/run" --out "$out/model.gguf" --dtype f16 --name kvrec-default
 echo "trained and exported in $(( $(date +%s) - start )) s: $out/model.gguf"

@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # Your own data end to end, on a small shop that is not about movies: build its SQLite
-# database (text SKUs, its own column names), turn it into training data with a recipe,
-# train a sequential model, export it, and serve recommend_topk() from SQL with the shop's
-# own SKUs in and out.
+# database (text SKUs, its own column names), fit a model to it from a recipe in one
+# command, and serve recommend_topk() from SQL with the shop's own SKUs in and out.
 #
 #   bash examples/shop/run.sh [OUT]
 #
-# OUT: the work folder (default target/shop). KVREC_SHOP_EPOCHS shortens training (the test
-# runs 2 epochs). Binaries come from CARGO_TARGET_DIR's release build unless KVREC_BIN names
+# OUT: the work folder (default target/shop). KVREC_SHOP_BUDGET bounds the fit (default 1m;
+# it ends by itself in seconds). Binaries come from CARGO_TARGET_DIR's release build unless KVREC_BIN names
 # another folder holding kvrec-finetune (and KVREC_EXTENSION the SQLite extension).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,25 +22,14 @@ rm -f "$out/shop.db"
   "$out/shop.db" examples/shop/shop.sql
 cp examples/shop/recipe.toml "$out/recipe.toml"
 
-# 2. The recipe's queries → leave-one-out requests, training sequences and the SKU map.
-"$bin/kvrec-finetune" data --recipe "$out/recipe.toml" --out "$out/data" \
-  --variants none --copies 0 --test-users 100 --tie-order file
+# 2. One command from the recipe to a model: data, a configuration derived from the data,
+#    training within the budget, export, and report.md against popularity and co-occurrence.
+rm -rf "$out/fit"
+"$bin/kvrec-finetune" fit "$out/recipe.toml" --out "$out/fit" --budget "${KVREC_SHOP_BUDGET:-1m}" \
+  --test-users 100
 
-# 3. A small sequential model: next-item prediction over every SKU (60 of them), each
-#    product's category an embedding its products share (--item-keys).
-"$bin/kvrec-finetune" train --data "$out/data/train_sequences.jsonl" --valid "$out/data/train.jsonl" \
-  --template models/kvrec-default.template.json --number-tokens 60 --vocab 300 \
-  --sequence-window 12 --context 64 --d-model 32 --layers 1 --heads 1 --ff 64 --untied \
-  --batch 32 --lr 3e-3 --warmup 10 --epochs "${KVREC_SHOP_EPOCHS:-20}" --patience 5 \
-  --checkpoint-every 100000 --item-keys "$out/data/item_keys.jsonl" --out "$out/run"
-"$bin/kvrec-finetune" export --run "$out/run" --out "$out/shop.gguf" --dtype f32 --name kvrec-shop
-
-# 4. Its HR@1 on the held-out last purchases, next to co-occurrence.
-"$bin/kvrec-finetune" eval --test "$out/data/test.jsonl" --model "$out/shop.gguf" \
-  --sequences "$out/data/train_sequences.jsonl" --baseline cooccurrence --out "$out/eval.md"
-
-# 5. Serve it from SQL: the next five SKUs for a customer, from their last orders.
-/usr/bin/python3 - "$extension" "$out/shop.gguf" "$out/shop.db" <<'PY'
+# 3. Serve it from SQL: the next five SKUs for a customer, from their last orders.
+/usr/bin/python3 - "$extension" "$out/fit/model.gguf" "$out/shop.db" <<'PY'
 import sqlite3, sys
 extension, model, db = sys.argv[1:4]
 con = sqlite3.connect(db)

@@ -1,7 +1,7 @@
 //! The own-data path end to end at tiny scale: `examples/shop/run.sh` builds a shop database
-//! with text SKUs, turns it into training data with its recipe, trains two epochs, exports,
-//! evaluates and serves `recommend_topk` from SQL; then the model is queried here with the
-//! shop's own ids in and out.
+//! with text SKUs, fits a model to it from its recipe (data, training, export, report) and
+//! serves `recommend_topk` from SQL; then the model is queried here with the shop's own ids in
+//! and out.
 
 use kvrec_test_support as common;
 
@@ -21,8 +21,11 @@ fn run_example() -> PathBuf {
             .arg(&out)
             .env("KVREC_BIN", bin.parent().unwrap())
             .env("KVREC_EXTENSION", common::extension_path())
-            .env("KVREC_SHOP_EPOCHS", "2"),
+            .env("KVREC_SHOP_BUDGET", "40s"),
     );
+    // fit's verdict against co-occurrence, whichever it is, and the SQL that serves it.
+    assert!(printed.contains("tuned co-occurrence"), "{printed}");
+    assert!(printed.contains("kvrec_load_model('fit', "), "{printed}");
     // The script's last step: SQL recommendations for two customers, in SKUs.
     assert!(printed.contains("C00013 bought SKU-"), "{printed}");
     assert!(printed.contains("→ next: ['SKU-"), "{printed}");
@@ -37,7 +40,7 @@ fn skus(db: &Connection, sql: &str) -> Vec<String> {
 #[test]
 fn the_shop_example_trains_and_serves_its_own_skus() {
     let out = run_example();
-    let data = out.join("data");
+    let data = out.join("fit/data");
     for file in [
         "train.jsonl",
         "test.jsonl",
@@ -47,7 +50,8 @@ fn the_shop_example_trains_and_serves_its_own_skus() {
     ] {
         assert!(data.join(file).exists(), "{file}");
     }
-    assert!(!out.join("data.partial").exists());
+    assert!(!out.join("fit/data.partial").exists());
+    assert!(out.join("fit/report.md").exists());
     let ids: Vec<String> =
         serde_json::from_str(&std::fs::read_to_string(data.join("item_ids.json")).unwrap())
             .unwrap();
@@ -60,7 +64,7 @@ fn the_shop_example_trains_and_serves_its_own_skus() {
     );
 
     let db = common::connect(Some(&out.join("shop.db")));
-    let model = out.join("shop.gguf");
+    let model = out.join("fit/model.gguf");
     db.query_row(
         "SELECT kvrec_load_model('shop', ?1)",
         [model.to_str().unwrap()],
