@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Builds kvrec's Python wheels from a built extension, with no build tool but Python:
 
-  kvrec-<v>-py3-none-linux_<arch>.whl   libkvrec.so, kvrec.duckdb_extension, the default model
+  kvrec-<v>-py3-none-linux_<arch>.whl   libkvrec.so, kvrec.duckdb_extension, the default model,
+                                         and kvrec-finetune as the `kvrec` command (kvrec fit …)
   datasette_kvrec-<v>-py3-none-any.whl   the Datasette plugin (needs kvrec, datasette)
   sqlite_utils_kvrec-<v>-py3-none-any.whl the sqlite-utils plugin (needs kvrec, sqlite-utils)
 
@@ -9,7 +10,8 @@ The platform tag comes from the library itself (its ELF header), not from the ma
 script runs on, so a library built for another architecture can never ship under this one's
 tag. Each wheel is written to a temporary name and renamed when complete.
 
-    python3 scripts/build_wheels.py [--lib target/release/libkvrec.so] [--model models/kvrec-default.gguf] [--out dist]
+    python3 scripts/build_wheels.py [--lib target/release/libkvrec.so] [--bin <lib's folder>/kvrec-finetune]
+                                    [--model models/kvrec-default.gguf] [--out dist]
 """
 import argparse
 import base64
@@ -82,12 +84,21 @@ def write_wheel(out_dir, dist, version, tag, files, requires=(), entry_points=No
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         for arcname, content in list(files.items()) + list(meta_files.items()):
             data = content.read_bytes() if isinstance(content, pathlib.Path) else content
-            z.writestr(arcname, data)
+            info_ = zipfile.ZipInfo(arcname, date_time=(1980, 1, 1, 0, 0, 0))
+            info_.compress_type = zipfile.ZIP_DEFLATED
+            # pip keeps the executable bit of a file whose mode in the wheel has it.
+            executable = arcname in EXECUTABLES
+            info_.external_attr = (0o100755 if executable else 0o100644) << 16
+            z.writestr(info_, data)
             records.append(record_line(arcname, data))
         records.append(f"{info}/RECORD,,")
         z.writestr(f"{info}/RECORD", "\n".join(records) + "\n")
     tmp.replace(out)
     return out
+
+
+# Files of a wheel installed executable.
+EXECUTABLES = {"kvrec/bin/kvrec-finetune"}
 
 
 def package_files(package: str) -> dict:
@@ -98,14 +109,18 @@ def package_files(package: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lib", default=str(ROOT / "target/release/libkvrec.so"))
+    parser.add_argument("--bin", help="kvrec-finetune (default: beside --lib)")
     parser.add_argument("--model", default=str(ROOT / "models/kvrec-default.gguf"))
     parser.add_argument("--out", default=str(ROOT / "dist"))
     parser.add_argument("--strip", action="store_true",
-                        help="strip debug information from a copy of the library first")
+                        help="strip debug information from copies of the library and binary first")
     args = parser.parse_args()
     lib = pathlib.Path(args.lib)
     if not lib.is_file():
         sys.exit(f"{lib} does not exist: build it first with cargo build --release --workspace")
+    binary = pathlib.Path(args.bin) if args.bin else lib.parent / "kvrec-finetune"
+    if not binary.is_file():
+        sys.exit(f"{binary} does not exist: build it with cargo build --release --workspace")
     model = pathlib.Path(args.model)
     if not model.is_file():
         sys.exit(f"{model} does not exist")
@@ -119,6 +134,10 @@ def main() -> None:
             shutil.copyfile(lib, stripped)
             subprocess.run(["strip", "--strip-debug", str(stripped)], check=True)
             lib = stripped
+            stripped_bin = tmp / "kvrec-finetune"
+            shutil.copyfile(binary, stripped_bin)
+            subprocess.run(["strip", "--strip-debug", str(stripped_bin)], check=True)
+            binary = stripped_bin
         arch = elf_arch(lib)
         duck = tmp / "kvrec.duckdb_extension"
         duckdb_extension.write_extension(lib, duck, "v" + version)
@@ -127,9 +146,11 @@ def main() -> None:
             "kvrec/libkvrec.so": lib,
             "kvrec/kvrec.duckdb_extension": duck,
             "kvrec/models/kvrec-default.gguf": model,
+            "kvrec/bin/kvrec-finetune": binary,
         })
         wheels = [
             write_wheel(out, "kvrec", version, f"py3-none-linux_{arch}", files,
+                        entry_points="[console_scripts]\nkvrec = kvrec.cli:main\n",
                         summary="LLM-based recommendation inside SQLite and DuckDB"),
         ]
     wheels.append(write_wheel(

@@ -145,6 +145,8 @@ fn installed() -> Option<&'static (PathBuf, PathBuf)> {
                 .arg(common::repo_root().join("scripts/build_wheels.py"))
                 .arg("--lib")
                 .arg(common::extension_path())
+                .arg("--bin")
+                .arg(common::finetune_binary())
                 .arg("--strip")
                 .arg("--out")
                 .arg(&dist));

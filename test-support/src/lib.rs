@@ -2,7 +2,7 @@
 //! MovieLens-shaped fixture request, the extension this test run built, a connection with it
 //! loaded, and the shared data beside the checkout.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kvrec_core::Request;
 
@@ -50,6 +50,23 @@ pub fn extension_path() -> PathBuf {
                 deps.display()
             )
         })
+}
+
+/// `kvrec-finetune` as cargo built it for this test run (`target/<profile>/`), for tests
+/// outside its own crate (where `CARGO_BIN_EXE_kvrec-finetune` is not set).
+pub fn finetune_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let binary = profile.join(format!("kvrec-finetune{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.exists(),
+        "{} is not built; run `cargo build --workspace`",
+        binary.display()
+    );
+    binary
 }
 
 /// The workspace root, whichever member's tests include this module. Read at run time, not

@@ -28,7 +28,8 @@ ids = sorted(c["id"] for c in request["candidates"])
 with zipfile.ZipFile(wheel) as z:
     names = sorted(n for n in z.namelist() if not n.startswith("kvrec-"))
     elf = z.read("kvrec/libkvrec.so")[:20]
-assert names == ["kvrec/__init__.py", "kvrec/kvrec.duckdb_extension", "kvrec/libkvrec.so",
+assert names == ["kvrec/__init__.py", "kvrec/bin/kvrec-finetune", "kvrec/cli.py",
+                 "kvrec/kvrec.duckdb_extension", "kvrec/libkvrec.so",
                  "kvrec/models/kvrec-default.gguf", "kvrec/ray.py"], names
 assert elf[:4] == b"\x7fELF" and elf[4] == 2, "not a 64-bit ELF library"
 elf_arch = {0x3E: "x86_64", 0xB7: "aarch64"}[int.from_bytes(elf[18:20], "little")]
@@ -42,6 +43,15 @@ wheel_file = glob.glob(str(lib.parent.parent / "kvrec-*.dist-info" / "WHEEL"))[0
 tag = [l.split(": ")[1] for l in open(wheel_file).read().splitlines() if l.startswith("Tag: ")][0]
 assert tag == f"py3-none-linux_{arch}", (tag, arch)
 assert os.uname().machine == arch, "a wheel for another architecture was installed"
+
+# The `kvrec` console command is kvrec-finetune: training ships with serving.
+command = pathlib.Path(sys.executable).parent / "kvrec"
+said = subprocess.run([str(command), "fit", "--help"], capture_output=True, text=True)
+assert said.returncode == 0, said.stderr
+assert "--budget" in said.stdout and "recipe" in said.stdout.lower(), said.stdout
+said = subprocess.run([str(command), "fit", "no-such-recipe.toml", "--out", "x"],
+                      capture_output=True, text=True)
+assert said.returncode != 0 and "no-such-recipe.toml" in said.stderr, said.stderr
 
 # sqlite3: the extension and the bundled default model in two lines.
 conn = sqlite3.connect(":memory:")
