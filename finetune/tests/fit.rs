@@ -110,6 +110,7 @@ fn the_configuration_follows_the_data_shape() {
                 "future_items": c.targets.future_items,
                 "output_sample": c.targets.output_sample,
                 "tied": c.tied,
+                "length_buckets": c.length_buckets,
             })
         })
         .collect();

@@ -913,8 +913,9 @@ fn masked_and_spread_targets_train_toward_their_goal_and_resume_alike() {
     assert!(refused.contains("train_sequences.jsonl"), "{refused}");
 }
 
-/// `--output-sample`: each step's softmax over its targets and a few drawn items. The loss
-/// falls, validation ranks the full model, and an interrupted run draws the same samples.
+/// `--output-sample`: each step's softmax over its targets and a few drawn items, in batches
+/// of like length (`--length-buckets`, as fit trains). The loss falls, validation ranks the
+/// full model, and an interrupted run draws the same samples and batches.
 #[test]
 fn a_sampled_output_layer_trains_and_resumes_alike() {
     let (sequences, valid) = sequence_data();
@@ -929,6 +930,7 @@ fn a_sampled_output_layer_trains_and_resumes_alike() {
             ..TargetOptions::default()
         },
         epochs: 6.0,
+        length_buckets: true,
         ..sequence_config()
     };
     let run = scratch("output-sample");

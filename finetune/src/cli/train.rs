@@ -169,6 +169,10 @@ pub struct TrainArgs {
     /// protocol has 9).
     #[arg(long, default_value_t = TargetOptions::default().sampled_negatives)]
     sampled_negatives: usize,
+    /// Batch examples of about one length together: less padding, the same examples an
+    /// epoch (most useful where sequence lengths vary a lot).
+    #[arg(long)]
+    length_buckets: bool,
     /// Sequence stage: the weight of the --sampled-negatives term beside the full softmax.
     #[arg(long, default_value_t = TargetOptions::default().sampled_weight)]
     sampled_weight: f64,
@@ -286,6 +290,7 @@ impl TrainArgs {
             shuffle_ties: self.shuffle_ties,
             item_keys: self.item_keys.clone(),
             item_vectors: self.item_vectors.clone(),
+            length_buckets: self.length_buckets,
             targets,
             ..TrainConfig::default()
         })

@@ -66,6 +66,7 @@ pub fn derive(shape: &DataShape) -> TrainConfig {
         epochs: MAX_EPOCHS,
         patience: 5,
         checkpoint_every: 100_000,
+        length_buckets: true,
         template: template(),
         targets: TargetOptions {
             mask_seen: true,

@@ -98,6 +98,9 @@ pub struct TrainConfig {
     /// [`super::item_vectors`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_vectors: Option<PathBuf>,
+    /// Batches of examples of about one length (see [`super::bucketed_batch_indices`]).
+    #[serde(default)]
+    pub length_buckets: bool,
     /// Sequence stage: what each position is trained toward beyond its next item (see
     /// [`super::targets`]); flattened, so a run.json without these reads as the next item.
     #[serde(default, flatten)]
@@ -144,6 +147,7 @@ impl Default for TrainConfig {
             shuffle_ties: false,
             item_keys: None,
             item_vectors: None,
+            length_buckets: false,
             targets: TargetOptions::default(),
         }
     }

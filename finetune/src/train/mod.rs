@@ -27,7 +27,7 @@ mod trainer;
 
 pub use config::TrainConfig;
 pub use examples::{batch, examples, Batch, Example};
-pub use schedule::{batch_indices, learning_rate};
+pub use schedule::{batch_indices, bucketed_batch_indices, learning_rate};
 pub use tokenizer::TextTokenizer;
 pub use trainer::{
     carry_item_ids, keep_freed_memory, run, run_corpus, run_within, Corpus, Limits, RunSummary,

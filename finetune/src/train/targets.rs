@@ -127,21 +127,42 @@ impl TargetOptions {
 
 /// A batch's targets: position `r` of the loss rows is pulled toward class `c` with weight
 /// `w` for every `(r·classes + c, w)` in `picks`/`weights` (each row's weights sum to one);
-/// `mask` (rows × classes) is added to the logits first.
+/// the logits of `left_out` (flat `r·classes + c`) are left out of their row's softmax, and
+/// `bias` (one per class) is added to every row's logits (see [`Goal::mask`]).
 /// `sampled`, when set, holds each row's next item and then its drawn negatives, as indices
 /// into the flattened logits (rows × (1 + negatives)), and the weight of that term.
 pub struct Goal {
     pub picks: Tensor,
     pub weights: Tensor,
-    pub mask: Option<Tensor>,
+    /// Kept sparse: a dense rows × classes mask of a 20k-item catalog is tens of MB a step,
+    /// and a sampled output layer needs only its columns.
+    pub left_out: Vec<u32>,
+    pub classes: usize,
+    pub bias: Option<Vec<f32>>,
     pub sampled: Option<(Tensor, f64)>,
     pub rows: usize,
 }
 
 impl Goal {
+    /// What is added to the logits (rows × classes) before the softmax: [`LEFT_OUT`] where a
+    /// class is left out of a row, plus the bias; `None` when nothing is.
+    pub fn mask(&self) -> candle_core::Result<Option<Tensor>> {
+        if self.left_out.is_empty() && self.bias.is_none() {
+            return Ok(None);
+        }
+        let mut mask = match &self.bias {
+            Some(bias) => bias.repeat(self.rows),
+            None => vec![0f32; self.rows * self.classes],
+        };
+        for &at in &self.left_out {
+            mask[at as usize] = LEFT_OUT;
+        }
+        Tensor::from_vec(mask, (self.rows, self.classes), &Device::Cpu).map(Some)
+    }
+
     /// Mean cross-entropy of `logits` (rows × classes) toward the goal's distributions.
     pub fn loss(&self, logits: &Tensor) -> candle_core::Result<Tensor> {
-        let masked = match &self.mask {
+        let masked = match self.mask()? {
             Some(mask) => (logits + mask)?,
             None => logits.clone(),
         };
@@ -170,11 +191,11 @@ impl Goal {
     /// Returns the narrowed goal and the classes of its columns, ascending.
     pub fn over_sample(
         &self,
-        classes: usize,
         catalog: &[u32],
         k: usize,
         rng: &mut Rng,
     ) -> Result<(Goal, Vec<u32>)> {
+        let classes = self.classes;
         if self.sampled.is_some() {
             bail!("--output-sample and --sampled-negatives do not go together; pick one");
         }
@@ -200,30 +221,32 @@ impl Goal {
             .enumerate()
             .map(|(i, &c)| (c, i as u32))
             .collect();
-        let width = columns.len() as u32;
         let narrowed: Vec<u32> = picks
             .iter()
-            .map(|&p| p / classes as u32 * width + position[&(p % classes as u32)])
+            .map(|&p| p / classes as u32 * columns.len() as u32 + position[&(p % classes as u32)])
             .collect();
         let boost = (rest.len() as f64 / k.max(1) as f64).ln().max(0.0) as f32;
         let bias: Vec<f32> = columns
             .iter()
             .map(|c| if targets.contains(c) { 0.0 } else { boost })
             .collect();
-        let device = Device::Cpu;
-        let index = Tensor::new(columns.as_slice(), &device)?;
-        let bias = Tensor::from_vec(bias, (1, columns.len()), &device)?;
-        let mask = match &self.mask {
-            Some(mask) => mask.index_select(&index, 1)?.broadcast_add(&bias)?,
-            None => bias
-                .broadcast_as((self.rows, columns.len()))?
-                .contiguous()?,
-        };
+        let width = columns.len();
+        let left_out: Vec<u32> = self
+            .left_out
+            .iter()
+            .filter_map(|&at| {
+                let (row, class) = (at as usize / classes, at % classes as u32);
+                let column = *position.get(&class)? as usize;
+                Some((row * width + column) as u32)
+            })
+            .collect();
         Ok((
             Goal {
-                picks: Tensor::new(narrowed.as_slice(), &device)?,
+                picks: Tensor::new(narrowed.as_slice(), &Device::Cpu)?,
                 weights: self.weights.clone(),
-                mask: Some(mask),
+                left_out,
+                classes: width,
+                bias: Some(bias),
                 sampled: None,
                 rows: self.rows,
             },
@@ -256,7 +279,8 @@ pub fn goal(
     let rows = targets.len();
     let mut picks = Vec::with_capacity(rows);
     let mut weights = Vec::with_capacity(rows);
-    let mut mask = (options.mask_seen || options.mask_later).then(|| vec![0f32; rows * classes]);
+    let masking = options.mask_seen || options.mask_later;
+    let mut left_out: Vec<u32> = Vec::new();
     let negatives = options.sampled_negatives;
     let mut choices = Vec::new();
     let mut row = 0;
@@ -316,7 +340,7 @@ pub fn goal(
                         let drawn = draw_unrated(draw.catalog, rated, negatives, &mut draw.rng);
                         choices.extend(drawn.into_iter().map(|c| (base + c as usize) as u32));
                     }
-                    if let Some(mask) = mask.as_mut() {
+                    if masking {
                         let before = if options.mask_seen {
                             &span.items[..at]
                         } else {
@@ -331,7 +355,7 @@ pub fn goal(
                             let at_class = base + class(rated)?;
                             // A rated item that is also a target here (a repeat) stays in.
                             if !picks[first..].contains(&(at_class as u32)) {
-                                mask[at_class] = LEFT_OUT;
+                                left_out.push(at_class as u32);
                             }
                         }
                     }
@@ -354,9 +378,9 @@ pub fn goal(
     Ok(Goal {
         picks: Tensor::new(picks.as_slice(), &device)?,
         weights: Tensor::new(weights.as_slice(), &device)?,
-        mask: mask
-            .map(|m| Tensor::from_vec(m, (rows, classes), &device))
-            .transpose()?,
+        left_out,
+        classes,
+        bias: None,
         sampled: (negatives > 0)
             .then(|| Tensor::new(choices.as_slice(), &device).map(|t| (t, options.sampled_weight)))
             .transpose()?,
@@ -402,7 +426,7 @@ mod tests {
             rows_of(&goal, 12),
             [vec![(6, 1.0)], vec![(7, 1.0)], vec![(8, 1.0)]]
         );
-        assert!(goal.mask.is_none());
+        assert!(goal.mask().unwrap().is_none());
     }
 
     #[test]
@@ -426,7 +450,7 @@ mod tests {
         assert!(close(&rows[0], &[(6, 4. / 7.), (7, 2. / 7.), (8, 1. / 7.)]));
         assert!(close(&rows[1], &[(7, 4. / 7.), (8, 2. / 7.), (9, 1. / 7.)]));
         assert!(close(&rows[2], &[(8, 2. / 3.), (9, 1. / 3.)]), "{rows:?}");
-        assert!(goal.mask.is_none());
+        assert!(goal.mask().unwrap().is_none());
     }
 
     #[test]
@@ -437,7 +461,7 @@ mod tests {
             ..Default::default()
         };
         let goal = goal(&[&example], &[6, 7, 8], 12, &options, None).unwrap();
-        let mask: Vec<Vec<f32>> = goal.mask.unwrap().to_vec2().unwrap();
+        let mask: Vec<Vec<f32>> = goal.mask().unwrap().unwrap().to_vec2().unwrap();
         let left_out =
             |row: &[f32]| -> Vec<usize> { (0..12).filter(|&c| row[c] == LEFT_OUT).collect() };
         // Items 3 and 4 precede the window; they are seen all the same.
@@ -631,7 +655,7 @@ mod tests {
         let example = window();
         let left_out = |options: TargetOptions| -> Vec<Vec<usize>> {
             let goal = goal(&[&example], &[6, 7, 8], 12, &options, None).unwrap();
-            let mask: Vec<Vec<f32>> = goal.mask.unwrap().to_vec2().unwrap();
+            let mask: Vec<Vec<f32>> = goal.mask().unwrap().unwrap().to_vec2().unwrap();
             mask.iter()
                 .map(|row| (0..12).filter(|&c| row[c] == LEFT_OUT).collect())
                 .collect()
@@ -676,7 +700,7 @@ mod tests {
             .collect();
         let tensor = Tensor::new(logits.clone(), &Device::Cpu).unwrap();
         let all: Vec<u32> = (0..12).collect();
-        let (every, columns) = full.over_sample(12, &all, 12, &mut Rng::new(3)).unwrap();
+        let (every, columns) = full.over_sample(&all, 12, &mut Rng::new(3)).unwrap();
         assert_eq!(columns, all);
         let scalar = |t: Tensor| t.to_scalar::<f32>().unwrap();
         let expected = scalar(full.loss(&tensor).unwrap());
@@ -692,7 +716,7 @@ mod tests {
         };
         let full = goal(&[&example], &[6, 7, 8], 12, &options, None).unwrap();
         // Targets 6..=9; two of the eight other catalog items are drawn.
-        let (sampled, columns) = full.over_sample(12, &CATALOG, 2, &mut Rng::new(7)).unwrap();
+        let (sampled, columns) = full.over_sample(&CATALOG, 2, &mut Rng::new(7)).unwrap();
         assert_eq!(columns.len(), 6, "{columns:?}");
         assert!(
             [6, 7, 8, 9].iter().all(|t| columns.contains(t)),
@@ -704,7 +728,7 @@ mod tests {
             .map(|row| row.iter().map(|&(c, _)| columns[c]).collect())
             .collect();
         assert_eq!(as_classes, [vec![6, 7], vec![7, 8], vec![8, 9]]);
-        let bias: Vec<Vec<f32>> = sampled.mask.unwrap().to_vec2().unwrap();
+        let bias: Vec<Vec<f32>> = sampled.mask().unwrap().unwrap().to_vec2().unwrap();
         // Six non-target catalog items (0, 3, 4, 5, 10, 11), two drawn: ln 3 for each.
         for (i, &class) in columns.iter().enumerate() {
             let want = if (6..=9).contains(&class) {

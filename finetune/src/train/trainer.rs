@@ -16,7 +16,7 @@ use super::examples::row_examples;
 use super::lora::Lora;
 use super::model::Transformer;
 use super::optimizer::AdamW;
-use super::schedule::{batch_indices, learning_rate};
+use super::schedule::{batch_indices, bucketed_batch_indices, learning_rate};
 use super::{
     batch, checkpoint, item_keys, plot, sequence, targets, Example, TextTokenizer, TrainConfig,
 };
@@ -314,6 +314,8 @@ pub fn run_within(
         }
     }
     let pad = tokenizer.eos()?;
+    // Every epoch's windows have the same lengths (--shuffle-ties reorders within them).
+    let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
     let per_epoch = examples.len().div_ceil(config.batch);
     let total = ((per_epoch as f64) * config.epochs).ceil().max(1.0) as usize;
     let (names, vars) = trainable(&model);
@@ -401,7 +403,11 @@ pub fn run_within(
                 examples = sequence_examples(sequences, examples_epoch)?;
             }
         }
-        let indices = batch_indices(examples.len(), config.batch, config.seed, step);
+        let indices = if config.length_buckets {
+            bucketed_batch_indices(&lengths, config.batch, config.seed, step)
+        } else {
+            batch_indices(examples.len(), config.batch, config.seed, step)
+        };
         let picked: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
         let batch = batch(&picked, pad, config.answer_weight)?;
         let loss = match &items {
@@ -424,8 +430,7 @@ pub fn run_within(
                     0 => model.loss_over(&hidden, &batch.rows, &items.tensor, &goal)?,
                     k => {
                         let mut rng = Rng::fork(config.seed ^ OUTPUT_SAMPLE_STREAM, step as u64);
-                        let (goal, columns) =
-                            goal.over_sample(items.tokens.len(), &catalog_classes, k, &mut rng)?;
+                        let (goal, columns) = goal.over_sample(&catalog_classes, k, &mut rng)?;
                         let index = Tensor::new(columns.as_slice(), &Device::Cpu)?;
                         let tokens = items.tensor.index_select(&index, 0)?;
                         model.loss_over(&hidden, &batch.rows, &tokens, &goal)?
