@@ -4,7 +4,7 @@
 use kvrec_test_support as common;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
@@ -879,23 +879,7 @@ fn masked_and_spread_targets_train_toward_their_goal_and_resume_alike() {
     );
 
     // run.json and the checkpoint carry the targets, so a stopped run resumes alike.
-    let interrupted = scratch("targets-interrupted");
-    train::run_corpus(
-        &config,
-        corpus,
-        &interrupted,
-        false,
-        Some(per_epoch + 1),
-        false,
-    )
-    .unwrap();
-    train::run_corpus(&config, corpus, &interrupted, true, None, false).unwrap();
-    let expected = checkpoint::tensors(&run.join("checkpoint.safetensors")).unwrap();
-    let resumed = checkpoint::tensors(&interrupted.join("checkpoint.safetensors")).unwrap();
-    for (name, tensor) in &expected {
-        let diff = max_diff(tensor, &resumed[name]);
-        assert!(diff < 1e-5, "{name}: {diff}");
-    }
+    assert_resumes_alike(&config, corpus, &run, per_epoch + 1, "targets-interrupted");
 
     // Training rows have no sequence to mask or to look ahead in.
     let refused = format!(
@@ -911,6 +895,26 @@ fn masked_and_spread_targets_train_toward_their_goal_and_resume_alike() {
         .unwrap_err()
     );
     assert!(refused.contains("train_sequences.jsonl"), "{refused}");
+}
+
+/// Runs `config` into a new folder `name`, stopped after `stop_after` steps and resumed, and
+/// asserts that it ends on the weights of the uninterrupted run in `straight`.
+fn assert_resumes_alike(
+    config: &TrainConfig,
+    corpus: train::Corpus,
+    straight: &Path,
+    stop_after: usize,
+    name: &str,
+) {
+    let interrupted = scratch(name);
+    train::run_corpus(config, corpus, &interrupted, false, Some(stop_after), false).unwrap();
+    train::run_corpus(config, corpus, &interrupted, true, None, false).unwrap();
+    let expected = checkpoint::tensors(&straight.join("checkpoint.safetensors")).unwrap();
+    let resumed = checkpoint::tensors(&interrupted.join("checkpoint.safetensors")).unwrap();
+    for (name, tensor) in &expected {
+        let diff = max_diff(tensor, &resumed[name]);
+        assert!(diff < 1e-5, "{name}: {diff}");
+    }
 }
 
 /// `--output-sample`: each step's softmax over its targets and a few drawn items, in batches
@@ -944,23 +948,13 @@ fn a_sampled_output_layer_trains_and_resumes_alike() {
     assert_eq!(validated.lines().count(), 1 + 6, "{validated}");
 
     let per_epoch = curve(&run).len() / 6;
-    let interrupted = scratch("output-sample-interrupted");
-    train::run_corpus(
+    assert_resumes_alike(
         &config,
         corpus,
-        &interrupted,
-        false,
-        Some(per_epoch + 1),
-        false,
-    )
-    .unwrap();
-    train::run_corpus(&config, corpus, &interrupted, true, None, false).unwrap();
-    let expected = checkpoint::tensors(&run.join("checkpoint.safetensors")).unwrap();
-    let resumed = checkpoint::tensors(&interrupted.join("checkpoint.safetensors")).unwrap();
-    for (name, tensor) in &expected {
-        let diff = max_diff(tensor, &resumed[name]);
-        assert!(diff < 1e-5, "{name}: {diff}");
-    }
+        &run,
+        per_epoch + 1,
+        "output-sample-interrupted",
+    );
 
     // With the protocol-shaped negatives it is one or the other.
     let both = TrainConfig {

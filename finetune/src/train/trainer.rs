@@ -380,22 +380,6 @@ pub fn run_within(
     let mut stopped_by = if end < total { "steps" } else { "epochs" };
     let mut steps_done = start_step;
     for step in start_step..end {
-        // A deadline mid-epoch (the first epoch alone is longer than the budget): keep what
-        // was learnt as a checkpoint that --resume continues.
-        if limits.deadline.is_some_and(|d| Instant::now() >= d) {
-            checkpoint::save(
-                out,
-                &names,
-                &vars,
-                &optimizer,
-                average.as_ref(),
-                config,
-                step,
-            )?;
-            checkpoint::write_rows(&loss_csv, "step,epoch,loss,lr,tokens_per_s", &curve)?;
-            stopped_by = "deadline";
-            break;
-        }
         steps_done = step + 1;
         if let Some(sequences) = sequences.as_ref().filter(|_| config.shuffle_ties) {
             if step / per_epoch != examples_epoch {
@@ -468,7 +452,11 @@ pub fn run_within(
         }
         let epoch_end = (step + 1) % per_epoch == 0 || step + 1 == total;
         let validating = !valid.is_empty() && epoch_end;
-        if (step + 1) % config.checkpoint_every == 0 || step + 1 == end || validating {
+        // Past the deadline mid-epoch (a first epoch longer than the budget): what was learnt
+        // is kept as a checkpoint that --resume continues.
+        let out_of_time = limits.deadline.is_some_and(|d| Instant::now() >= d);
+        let saving = (step + 1) % config.checkpoint_every == 0 || step + 1 == end;
+        if saving || validating || out_of_time {
             checkpoint::save(
                 out,
                 &names,
@@ -532,6 +520,10 @@ pub fn run_within(
                 stopped_by = "patience";
                 break;
             }
+        }
+        if out_of_time && step + 1 < end {
+            stopped_by = "deadline";
+            break;
         }
         if epoch_end && step + 1 < end {
             if let Some(deadline) = limits.deadline {
