@@ -218,11 +218,12 @@ pub fn run(options: &FitOptions) -> Result<Fitted> {
     // on the same held-out requests.
     let model_path = out.join(MODEL_FILE);
     let partial = out.join(format!("{MODEL_FILE}.partial"));
-    train::export::export(&run_dir, &partial, GgmlDType::F16, &model_name(out))?;
+    let name = model_name(out);
+    train::export::export(&run_dir, &partial, GgmlDType::F16, &name)?;
     std::fs::rename(&partial, &model_path)?;
     let scoring = Instant::now();
     let path = model_path.to_str().context("the model path is not UTF-8")?;
-    let model = kvrec_llm::Model::load(&model_name(out), path, &Default::default())?;
+    let model = kvrec_llm::Model::load(&name, path, &Default::default())?;
     rows.push(eval::evaluate_model(&model, &test, Mode::Score)?);
     catalog.push(catalog_eval::evaluate_model(&model, &test, &eligible)?);
     let against = paired::compare(&rows[2].outcomes, &rows[1].outcomes, options.protocol.seed);
@@ -246,7 +247,7 @@ pub fn run(options: &FitOptions) -> Result<Fitted> {
         verdict,
         notes: &notes,
         model: &model_path,
-        name: &model_name(out),
+        name: &name,
         seconds: started.elapsed().as_secs_f64(),
         budget: options.budget,
         seed: options.protocol.seed,
@@ -394,10 +395,7 @@ fn read_validation(run: &Path) -> Result<Vec<(usize, f64)>> {
     Ok(std::fs::read_to_string(&path)?
         .lines()
         .skip(1)
-        .filter_map(|row| {
-            let mut fields = row.split(',').skip(1);
-            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
-        })
+        .filter_map(checkpoint::epoch_hr1)
         .collect())
 }
 

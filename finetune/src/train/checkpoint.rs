@@ -181,6 +181,12 @@ pub fn optimizer(path: &Path, names: &[String], step: usize, weight_decay: f64) 
 }
 
 /// Loss-curve rows of steps before `step` (a resumed run rewrites the rest).
+/// The epoch and validation HR@1 of a `valid.csv` row (`step,epoch,hr1,…`).
+pub fn epoch_hr1(row: &str) -> Option<(usize, f64)> {
+    let mut fields = row.split(',').skip(1);
+    Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+}
+
 pub fn loss_rows_before(csv: &Path, step: usize) -> Result<Vec<String>> {
     if step == 0 || !csv.exists() {
         return Ok(Vec::new());

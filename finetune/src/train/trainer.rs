@@ -355,10 +355,7 @@ pub fn run_within(
     let mut validation = checkpoint::loss_rows_before(&out.join("valid.csv"), start_step)?;
     let mut best = validation
         .iter()
-        .filter_map(|row| {
-            let mut fields = row.split(',').skip(1);
-            Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
-        })
+        .filter_map(|row| checkpoint::epoch_hr1(row))
         .fold(None, |best: Option<(usize, f64)>, (e, h)| {
             if best.is_none_or(|(_, b)| h > b) {
                 Some((e, h))
