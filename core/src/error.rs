@@ -136,8 +136,29 @@ pub enum KvrecError {
     #[error("the model registry is locked (kvrec_lock_models() was called): models can no longer be loaded or unloaded in this process; the host loads its models before it locks")]
     RegistryLocked,
 
-    #[error("model paths must be inside the model directory {dir} (KVREC_MODEL_DIR); put the file there and pass its path")]
-    OutsideModelDir { dir: String },
+    #[error("the path is not a loadable model inside the model directory that KVREC_MODEL_DIR names; put a complete GGUF file there and pass its path")]
+    NotInModelDir,
+
+    #[error("{what} is {got}, above this host's cap {cap} = {limit}; {fix}")]
+    OverCap {
+        what: String,
+        got: u64,
+        cap: &'static str,
+        limit: u64,
+        fix: &'static str,
+    },
+
+    #[error("the call ran past its time limit of {ms} ms and was cancelled; pass fewer candidates or rows, or ask the host for a longer limit")]
+    TimedOut { ms: u64 },
+
+    #[error("interrupted by the host (its time limit, or a cancel)")]
+    Interrupted,
+
+    #[error("{running} model calls are running, this host's cap max_concurrent_calls, and none finished within the call's time limit; try again shortly")]
+    Busy { running: usize },
+
+    #[error("the host's settings were sealed by kvrec_configure(); {what} is the host's to do at start-up, not a query's")]
+    Sealed { what: &'static str },
 
     #[error("internal error (this is a kvrec bug, please report it): {detail}")]
     Internal { detail: String },

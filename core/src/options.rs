@@ -35,12 +35,21 @@ pub struct Options {
     pub lora: Option<String>,
     /// `recommend_topk`: whether items already in the history may be recommended again.
     pub keep_history: Option<bool>,
+    /// Milliseconds the call may run before it is cancelled (within the host's cap).
+    pub timeout_ms: Option<u64>,
 }
 
 /// Keys `recommend()` and friends accept per call.
-pub const CALL_OPTIONS: &[&str] = &["k", "mode", "max_history", "n_threads", "seed"];
+pub const CALL_OPTIONS: &[&str] = &[
+    "k",
+    "mode",
+    "max_history",
+    "n_threads",
+    "seed",
+    "timeout_ms",
+];
 /// Keys `recommend_topk()` and `recommend_topk_each()` accept (`k` is an argument there).
-pub const TOPK_OPTIONS: &[&str] = &["max_history", "n_threads", "keep_history"];
+pub const TOPK_OPTIONS: &[&str] = &["max_history", "n_threads", "keep_history", "timeout_ms"];
 /// Keys `kvrec_load_model()` accepts.
 pub const LOAD_OPTIONS: &[&str] = &["n_ctx", "n_gpu_layers", "n_batch", "n_threads", "lora"];
 
@@ -109,6 +118,9 @@ impl Options {
                             .as_u64()
                             .ok_or_else(|| bad("seed", "a non-negative integer", value))?,
                     )
+                }
+                "timeout_ms" => {
+                    options.timeout_ms = Some(ranged(value, "timeout_ms", 1, 86_400_000)? as u64)
                 }
                 "n_ctx" => options.n_ctx = Some(ranged(value, "n_ctx", 64, 1 << 20)? as u32),
                 "n_gpu_layers" => {

@@ -61,14 +61,7 @@ pub fn run(
         .collect::<kvrec_core::Result<Vec<_>>>()?;
     let call = Options::default();
 
-    let db = Connection::open_in_memory()?;
-    // SAFETY: loading our own extension, built from this workspace.
-    unsafe {
-        db.load_extension_enable()?;
-        db.load_extension(extension, None::<&str>)
-            .with_context(|| format!("loading {}", extension.display()))?;
-        db.load_extension_disable()?;
-    }
+    let db = open(extension)?;
     db.query_row(
         "SELECT kvrec_load_model('bench', ?1, ?2)",
         params![path, options_json],
@@ -95,8 +88,13 @@ pub fn run(
     // One timed call of path `p` on request `i`; returns the prompt's token count for raw.
     let mut call_path = |p: usize, i: usize| -> Result<usize> {
         match p {
-            0 => Ok(kvrec_llm::prompt_pass(&model, &requests[i], &call)?),
-            1 => kvrec_llm::rank(&model, &requests[i], &call)
+            0 => Ok(kvrec_llm::prompt_pass(
+                &model,
+                &requests[i],
+                &call,
+                &kvrec_llm::Cancel::none(),
+            )?),
+            1 => kvrec_llm::rank(&model, &requests[i], &call, &kvrec_llm::Cancel::none())
                 .map(|_| 0)
                 .map_err(Into::into),
             2 => {
@@ -138,6 +136,22 @@ pub fn run(
             row(name, l, tokens, total)
         })
         .collect();
+    // Callers on connections of their own, one and then several, taking turns for a few
+    // rounds so that drift reaches both: the ratio of their requests/s is how calls scale
+    // on the model's context pool.
+    let mut timed = [(Vec::new(), 0.0), (Vec::new(), 0.0)];
+    for _ in 0..ROUNDS {
+        for (slot, n) in [1, CALLERS].into_iter().enumerate() {
+            let (latencies, wall) = callers(extension, &texts, n)?;
+            timed[slot].0.extend(latencies);
+            timed[slot].1 += wall;
+        }
+    }
+    for ((mut latencies, wall), n) in timed.into_iter().zip([1, CALLERS]) {
+        let caller = if n == 1 { "caller" } else { "callers" };
+        let name = format!("SQLite recommend(), {n} {caller} at once");
+        rows.push(row(&name, &mut latencies, 0, wall));
+    }
     rows.extend(batched(
         path,
         &model,
@@ -147,6 +161,70 @@ pub fn run(
     )?);
     kvrec_llm::registry::unload("bench")?;
     Ok(rows)
+}
+
+fn open(extension: &Path) -> Result<Connection> {
+    let db = Connection::open_in_memory()?;
+    // SAFETY: loading our own extension, built from this workspace.
+    unsafe {
+        db.load_extension_enable()?;
+        db.load_extension(extension, None::<&str>)
+            .with_context(|| format!("loading {}", extension.display()))?;
+        db.load_extension_disable()?;
+    }
+    Ok(db)
+}
+
+/// Concurrent callers of the scaling row, as a server's worker threads would be.
+pub const CALLERS: usize = 4;
+/// Turns of one caller and of `CALLERS` callers over all the requests.
+const ROUNDS: usize = 5;
+
+/// SQLite `recommend()` from `n` threads at once, each on its own connection to the loaded
+/// "bench" model, the requests dealt out between them: each call's latency, and the wall
+/// time of all of them.
+fn callers(extension: &Path, texts: &[[String; 3]], n: usize) -> Result<(Vec<f64>, f64)> {
+    let connections = (0..n)
+        .map(|_| open(extension))
+        .collect::<Result<Vec<_>>>()?;
+    let start = Instant::now();
+    let latencies = std::thread::scope(|s| {
+        let threads: Vec<_> = connections
+            .into_iter()
+            .enumerate()
+            .map(|(k, db)| {
+                s.spawn(move || -> Result<Vec<f64>> {
+                    let mut stmt = db.prepare("SELECT recommend('bench', ?1, ?2, ?3)")?;
+                    let mut own = Vec::new();
+                    for [u, h, c] in texts.iter().skip(k).step_by(n) {
+                        let t = Instant::now();
+                        stmt.query_row(params![u, h, c], |r| r.get::<_, String>(0))?;
+                        own.push(t.elapsed().as_secs_f64());
+                    }
+                    Ok(own)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("a bench caller panicked"))
+            .collect::<Result<Vec<_>>>()
+    })?;
+    let wall = start.elapsed().as_secs_f64();
+    Ok((latencies.into_iter().flatten().collect(), wall))
+}
+
+/// Requests/s of `CALLERS` callers at once over one caller, from the rows of one run.
+pub fn scaling(rows: &[BenchRow]) -> Option<f64> {
+    let rate = |n: usize| {
+        rows.iter()
+            .find(|r| {
+                r.path
+                    .starts_with(&format!("SQLite recommend(), {n} caller"))
+            })
+            .map(|r| r.requests_per_s)
+    };
+    Some(rate(CALLERS)? / rate(1)?)
 }
 
 /// Requests a batched call takes at once, like a DuckDB chunk would hand over.
@@ -175,13 +253,13 @@ fn batched(
     let mut blocks = Vec::new();
     for block in requests.chunks(BLOCK) {
         let t = Instant::now();
-        for r in kvrec_llm::rank_batch(&wide, block, &call) {
+        for r in kvrec_llm::rank_batch(&wide, block, &call, &kvrec_llm::Cancel::none()) {
             r?;
         }
         blocks.push(t.elapsed().as_secs_f64() / block.len() as f64);
         for request in block {
             let t = Instant::now();
-            kvrec_llm::rank(model, request, &call)?;
+            kvrec_llm::rank(model, request, &call, &kvrec_llm::Cancel::none())?;
             single.push(t.elapsed().as_secs_f64());
         }
     }

@@ -168,7 +168,13 @@ pub fn evaluate_model(
         let keep: HashSet<i64> = items.iter().copied().collect();
         let mut request = instance.request()?;
         request.candidates.clear();
-        let ranking = kvrec_llm::rank_catalog(model, &request, all.max(1), &Options::default())?;
+        let ranking = kvrec_llm::rank_catalog(
+            model,
+            &request,
+            all.max(1),
+            &Options::default(),
+            &kvrec_llm::Cancel::none(),
+        )?;
         let rank = ranking
             .ids
             .iter()

@@ -94,7 +94,7 @@ pub fn evaluate_model(
     let mut metrics = Metrics::default();
     for instance in instances {
         let request = instance.request()?;
-        let ranking = kvrec_llm::rank(model, &request, &options)?;
+        let ranking = kvrec_llm::rank(model, &request, &options, &kvrec_llm::Cancel::none())?;
         match &ranking.parsed {
             Some(parsed) => {
                 metrics.add_generated(&parsed.ids, instance.positive, parsed.valid);

@@ -94,7 +94,14 @@ fn the_default_model_scores_its_card_figures_above_popularity() {
         let mut request = instance.request().unwrap();
         request.candidates.clear();
         let seen: Vec<i64> = request.history.iter().filter_map(|h| h.id).collect();
-        let top = kvrec_llm::rank_catalog(&model, &request, 10, &Options::default()).unwrap();
+        let top = kvrec_llm::rank_catalog(
+            &model,
+            &request,
+            10,
+            &Options::default(),
+            &kvrec_llm::Cancel::none(),
+        )
+        .unwrap();
         assert_eq!(top.ids.len(), 10);
         assert!(top
             .ids

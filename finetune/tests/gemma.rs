@@ -54,7 +54,7 @@ fn largest_difference(
         .map(|c| tokens(&spec.answer_prefix(c.id), false))
         .collect();
     let ours = model.candidate_scores(&prompt, &prefixes).unwrap();
-    let theirs = kvrec_llm::rank(served, request, options).unwrap();
+    let theirs = kvrec_llm::rank(served, request, options, &kvrec_llm::Cancel::none()).unwrap();
     theirs
         .ids
         .iter()

@@ -83,7 +83,13 @@ fn assert_scores_match(ranking: &kvrec_llm::Ranking, request: &Request, expected
 /// `request` ranked by the model loaded in the registry as `name`.
 fn ranked(name: &str, request: &Request) -> kvrec_llm::Ranking {
     let model = kvrec_llm::registry::get(name).unwrap();
-    kvrec_llm::rank(&model, request, &Options::default()).unwrap()
+    kvrec_llm::rank(
+        &model,
+        request,
+        &Options::default(),
+        &kvrec_llm::Cancel::none(),
+    )
+    .unwrap()
 }
 
 fn curve(dir: &std::path::Path) -> Vec<(usize, f64)> {
@@ -269,7 +275,13 @@ fn export_and_compare(config: &TrainConfig, name: &str) -> (Vec<u32>, Request, P
     let prompt = config.template.render_prompt(&request);
     let ours = same_tokens(&tokenizer, &served, &prompt);
 
-    let ranking = kvrec_llm::rank(&served, &request, &Options::default()).unwrap();
+    let ranking = kvrec_llm::rank(
+        &served,
+        &request,
+        &Options::default(),
+        &kvrec_llm::Cancel::none(),
+    )
+    .unwrap();
     // The same constrained scores from candle's log-probabilities at each branching node.
     let (prompt_ids, prefixes) = scoring_inputs(&tokenizer, &config.template, &request, &ours);
     if config.number_tokens == 0 {
@@ -491,7 +503,13 @@ fn lora_trains_resumes_merges_and_llama_cpp_serves_the_merge() {
         .map(|c| tokens(&config.template.answer_prefix(c.id), false))
         .collect();
     let expected = model.candidate_scores(&prompt, &prefixes).unwrap();
-    let ranking = kvrec_llm::rank(&served, &request, &Options::default()).unwrap();
+    let ranking = kvrec_llm::rank(
+        &served,
+        &request,
+        &Options::default(),
+        &kvrec_llm::Cancel::none(),
+    )
+    .unwrap();
     assert_scores_match(&ranking, &request, &expected);
 
     // Q8_0 merges load and stay close; the adapter file is a llama.cpp LoRA GGUF.
@@ -530,7 +548,13 @@ fn lora_trains_resumes_merges_and_llama_cpp_serves_the_merge() {
         max_history: Some(5),
         ..Options::default()
     };
-    let adapter_ranking = kvrec_llm::rank(&adapted, &request, &with_template).unwrap();
+    let adapter_ranking = kvrec_llm::rank(
+        &adapted,
+        &request,
+        &with_template,
+        &kvrec_llm::Cancel::none(),
+    )
+    .unwrap();
     assert_eq!(adapter_ranking.ids, ranking.ids);
     for (a, b) in adapter_ranking.scores.iter().zip(&ranking.scores) {
         assert!((a - b).abs() < 1e-2, "adapter {a} vs merged {b}");
@@ -540,6 +564,7 @@ fn lora_trains_resumes_merges_and_llama_cpp_serves_the_merge() {
         &kvrec_llm::registry::get("lora-plain-base").unwrap(),
         &request,
         &with_template,
+        &kvrec_llm::Cancel::none(),
     )
     .unwrap();
     assert_ne!(

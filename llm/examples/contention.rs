@@ -23,7 +23,13 @@ fn main() {
             for _ in 0..threads {
                 s.spawn(|| {
                     for _ in 0..40 / threads {
-                        kvrec_llm::rank(&model, &request, &Options::default()).unwrap();
+                        kvrec_llm::rank(
+                            &model,
+                            &request,
+                            &Options::default(),
+                            &kvrec_llm::Cancel::none(),
+                        )
+                        .unwrap();
                     }
                 });
             }

@@ -2,8 +2,10 @@
 //! candidate scoring or generation ([`rank`]), and the GGUF writer the finetune crate and the
 //! tests use ([`gguf`], [`tiny`]).
 
+pub mod cancel;
 pub mod embed;
 pub mod gguf;
+pub mod limits;
 pub mod llama_file;
 pub mod load_options;
 pub mod logs;
@@ -18,6 +20,8 @@ use kvrec_core::{KvrecError, Result};
 use llama_cpp_2::llama_backend::LlamaBackend;
 use once_cell::sync::OnceCell;
 
+pub use cancel::Cancel;
+pub use limits::Limits;
 pub use load_options::LoadOptions;
 pub use model::{Model, ModelInfo};
 pub use rank::{prompt_pass, rank, rank_batch, Ranking};

@@ -21,7 +21,9 @@ impl LoadOptions {
             n_ctx: options.n_ctx.unwrap_or(2048),
             n_batch: options.n_batch.unwrap_or(512),
             n_gpu_layers: options.n_gpu_layers.unwrap_or(0),
-            n_threads: options.n_threads.unwrap_or_else(cores),
+            n_threads: options
+                .n_threads
+                .unwrap_or_else(|| crate::limits::get().max_threads),
         }
     }
 
@@ -31,7 +33,10 @@ impl LoadOptions {
     }
 }
 
-/// The cores this process may use; a context's default thread count.
+/// The cores this process may use; a context's default thread count. Read once: on Linux
+/// `available_parallelism` reads the cgroup's files each time (~0.1 ms), and every call
+/// consults the caps, which are made of it.
 pub fn cores() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    static CORES: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
 }

@@ -9,6 +9,7 @@ use kvrec_core::options::Options;
 use kvrec_core::{KvrecError, Request, Result};
 use llama_cpp_2::token::LlamaToken;
 
+use crate::cancel::Cancel;
 use crate::model::Model;
 use crate::rank::{decode_prompt, fit_prompt, Ranking};
 
@@ -56,6 +57,7 @@ pub fn rank_catalog(
     request: &Request,
     k: usize,
     options: &Options,
+    cancel: &Cancel,
 ) -> Result<Ranking> {
     let tokens = item_tokens(model)?;
     let items = model.items.as_deref().unwrap_or_default();
@@ -64,8 +66,8 @@ pub fn rank_catalog(
         spec.max_history = n;
     }
     let (prompt, dropped) = fit_prompt(model, request, &spec, 0)?;
-    let logits = model.with_context_threads(model.threads_for(options), |ctx| {
-        decode_prompt(ctx, &prompt, &[0], model.load.n_batch as usize)
+    let logits = model.with_context_threads(model.threads_for(options), cancel, |ctx| {
+        decode_prompt(ctx, &prompt, &[0], model.load.n_batch as usize, cancel)
     })?;
     let seen: HashSet<i64> = if options.keep_history.unwrap_or(false) {
         HashSet::new()

@@ -41,7 +41,7 @@ fn scoring_ranks_every_candidate_once() {
     let model = load("score");
     for n in [1, 2, 10, 70, 100] {
         let r = request(n, 20);
-        let ranking = rank(&model, &r, &Options::default()).unwrap();
+        let ranking = rank(&model, &r, &Options::default(), &kvrec_llm::Cancel::none()).unwrap();
         let mut ids = ranking.ids.clone();
         ids.sort_unstable();
         let mut expected = r.candidate_ids();
@@ -60,7 +60,7 @@ fn scoring_ranks_every_candidate_once() {
         if n <= 10 {
             assert_eq!(ranking.dropped_history, 0);
         }
-        let again = rank(&model, &r, &Options::default()).unwrap();
+        let again = rank(&model, &r, &Options::default(), &kvrec_llm::Cancel::none()).unwrap();
         assert_eq!(again, ranking, "deterministic");
     }
     registry::unload("score").unwrap();
@@ -85,12 +85,14 @@ fn scores_do_not_depend_on_batching() {
         &registry::get("batch-big").unwrap(),
         &r,
         &Options::default(),
+        &kvrec_llm::Cancel::none(),
     )
     .unwrap();
     let chunked = rank(
         &registry::get("batch-small").unwrap(),
         &r,
         &Options::default(),
+        &kvrec_llm::Cancel::none(),
     )
     .unwrap();
     let by_id = |ranking: &kvrec_llm::Ranking| {
@@ -117,7 +119,7 @@ fn generation_returns_parsed_text() {
         mode: Some(Mode::Generate),
         ..Options::default()
     };
-    let ranking = rank(&model, &request(5, 3), &options).unwrap();
+    let ranking = rank(&model, &request(5, 3), &options, &kvrec_llm::Cancel::none()).unwrap();
     let parsed = ranking.parsed.clone().unwrap();
     assert_eq!(parsed.ids, ranking.ids);
     assert!(ranking.generated.is_some());
@@ -135,10 +137,10 @@ fn long_history_is_dropped_to_fit_the_context() {
     let model = registry::get("small-ctx").unwrap();
     let r = request(10, 20);
     let opts = Options::default();
-    let ranking = rank(&model, &r, &opts).unwrap();
+    let ranking = rank(&model, &r, &opts, &kvrec_llm::Cancel::none()).unwrap();
     assert!(ranking.dropped_history > 0, "{ranking:?}");
     assert!(ranking.prompt_tokens <= 1024);
-    let err = rank(&model, &request(300, 0), &opts).unwrap_err();
+    let err = rank(&model, &request(300, 0), &opts, &kvrec_llm::Cancel::none()).unwrap_err();
     assert!(matches!(err, KvrecError::PromptTooLong { .. }), "{err}");
     registry::unload("small-ctx").unwrap();
 }
@@ -207,7 +209,12 @@ fn batched_requests_score_as_they_do_alone() {
         request(30, 0), // many sequences: fills a batch of its own
         request(12, 1),
     ];
-    let results = kvrec_llm::rank_batch(&model, &requests, &Options::default());
+    let results = kvrec_llm::rank_batch(
+        &model,
+        &requests,
+        &Options::default(),
+        &kvrec_llm::Cancel::none(),
+    );
     assert_eq!(results.len(), requests.len());
     for (i, (request, result)) in requests.iter().zip(&results).enumerate() {
         if i == 1 {
@@ -216,7 +223,13 @@ fn batched_requests_score_as_they_do_alone() {
             continue;
         }
         let batched = result.as_ref().unwrap();
-        let alone = rank(&model, request, &Options::default()).unwrap();
+        let alone = rank(
+            &model,
+            request,
+            &Options::default(),
+            &kvrec_llm::Cancel::none(),
+        )
+        .unwrap();
         assert_eq!(batched.prompt_tokens, alone.prompt_tokens, "request {i}");
         for (id, score) in alone.ids.iter().zip(&alone.scores) {
             let at = batched.ids.iter().position(|x| x == id).unwrap();
@@ -270,5 +283,52 @@ fn text_embeddings_are_one_vector_per_text_whatever_shares_their_batch() {
     assert!(
         matches!(missing, Err(KvrecError::ModelFile { .. })),
         "{missing:?}"
+    );
+}
+
+#[test]
+fn a_cancelled_call_stops_and_the_model_serves_the_next_one_alike() {
+    let model = load("cancel");
+    let r = request(70, 20);
+    let expected = rank(&model, &r, &Options::default(), &kvrec_llm::Cancel::none()).unwrap();
+    let generate = Options {
+        mode: Some(Mode::Generate),
+        ..Options::default()
+    };
+    for options in [Options::default(), generate] {
+        // A limit that has passed before the first decode: nothing is decoded.
+        let past = kvrec_llm::Cancel::new(Some(0), None);
+        let err = rank(&model, &r, &options, &past).unwrap_err();
+        assert_eq!(err, KvrecError::TimedOut { ms: 0 });
+        let batch = kvrec_llm::rank_batch(&model, &[r.clone(), r.clone()], &options, &past);
+        assert!(batch.iter().all(|b| b.is_err()), "{batch:?}");
+        // The host's interrupt.
+        let interrupted = || true;
+        let host = kvrec_llm::Cancel::new(None, Some(&interrupted));
+        let err = rank(&model, &r, &options, &host).unwrap_err();
+        assert_eq!(err, KvrecError::Interrupted);
+    }
+    let again = rank(&model, &r, &Options::default(), &kvrec_llm::Cancel::none()).unwrap();
+    assert_eq!(again, expected);
+}
+
+#[test]
+fn generation_longer_than_the_token_cap_is_refused_before_any_work() {
+    let model = load("generate-cap");
+    let generate = Options {
+        mode: Some(Mode::Generate),
+        ..Options::default()
+    };
+    let cap = kvrec_llm::limits::get().max_generated_tokens;
+    let err = rank(
+        &model,
+        &request(400, 5),
+        &generate,
+        &kvrec_llm::Cancel::none(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, KvrecError::OverCap { cap: "max_generated_tokens", limit, .. } if limit == cap as u64),
+        "{err}"
     );
 }

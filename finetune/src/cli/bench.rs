@@ -43,6 +43,12 @@ impl BenchArgs {
             return Ok(());
         }
         println!("{}", bench::markdown(&rows));
+        if let Some(ratio) = bench::scaling(&rows) {
+            println!(
+                "{} callers at once: {ratio:.2}x the requests/s of one caller",
+                bench::CALLERS
+            );
+        }
         let devices = kvrec_llm::devices();
         println!(
             "llama.cpp devices: {}",

@@ -10,6 +10,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use super::prompt::decode;
 use super::score::Prepared;
 use super::{keep_best, rank, Ranking};
+use crate::cancel::Cancel;
 use crate::model::Model;
 use kvrec_core::template::TemplateSpec;
 
@@ -20,20 +21,33 @@ use kvrec_core::template::TemplateSpec;
 /// one-thread decodes side by side outrun one two-thread decode of the same work. Each
 /// request's result, or its own error, comes back in order; generation requests are ranked
 /// one at a time.
-pub fn rank_batch(model: &Model, requests: &[Request], options: &Options) -> Vec<Result<Ranking>> {
+pub fn rank_batch(
+    model: &Model,
+    requests: &[Request],
+    options: &Options,
+    cancel: &Cancel,
+) -> Vec<Result<Ranking>> {
     let mut spec = model.template.clone();
     if let Some(n) = options.max_history {
         spec.max_history = n;
     }
     if options.mode.unwrap_or_default() == Mode::Generate {
-        return requests.iter().map(|r| rank(model, r, options)).collect();
+        return requests
+            .iter()
+            .map(|r| rank(model, r, options, cancel))
+            .collect();
     }
     let mut results: Vec<Option<Result<Ranking>>> = requests.iter().map(|_| None).collect();
     let work = plan_work(model, requests, &spec, &mut results);
-    let workers = (model.threads_for(options) as usize).min(work.len()).max(1);
-    let threads = (model.threads_for(options) / workers as u32).max(1);
+    let all = model
+        .threads_for(options)
+        .unwrap_or_else(|| model.load.n_threads.min(crate::limits::get().max_threads));
+    let workers = (all as usize).min(work.len()).max(1);
+    // One unit of work (a single SQL call) leaves the choice to the pool, as `rank` does.
+    let threads =
+        (workers > 1 || options.n_threads.is_some()).then(|| (all / workers as u32).max(1));
     let per_worker = Options {
-        n_threads: Some(threads),
+        n_threads: threads,
         ..options.clone()
     };
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -42,8 +56,8 @@ pub fn rank_batch(model: &Model, requests: &[Request], options: &Options) -> Vec
         let at = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Some(item) = work.get(at) else { break };
         let outcome: Vec<(usize, Result<Ranking>)> = match item {
-            Work::Alone(i) => vec![(*i, rank(model, &requests[*i], &per_worker))],
-            Work::Group(group) => match decode_group(model, requests, group, threads) {
+            Work::Alone(i) => vec![(*i, rank(model, &requests[*i], &per_worker, cancel))],
+            Work::Group(group) => match decode_group(model, requests, group, threads, cancel) {
                 Ok(rankings) => group
                     .iter()
                     .zip(rankings)
@@ -121,11 +135,12 @@ fn decode_group(
     model: &Model,
     requests: &[Request],
     group: &[(usize, Prepared)],
-    threads: u32,
+    threads: Option<u32>,
+    cancel: &Cancel,
 ) -> Result<Vec<Ranking>> {
     let n_batch = model.load.n_batch as usize;
     let n_seqs: usize = group.iter().map(|(_, p)| p.n_seqs()).sum();
-    model.with_context_threads(threads, |ctx| {
+    model.with_context_threads(threads, cancel, |ctx| {
         let mut batch = LlamaBatch::new(n_batch, n_seqs as i32);
         let mut rows = Vec::with_capacity(group.len());
         let mut first_seq = 0;
@@ -133,7 +148,7 @@ fn decode_group(
             rows.push(prepared.add_all(&mut batch, 0, first_seq)?);
             first_seq += prepared.n_seqs() as i32;
         }
-        decode(ctx, &mut batch)?;
+        decode(ctx, &mut batch, cancel)?;
         Ok(group
             .iter()
             .zip(rows)

@@ -9,6 +9,8 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::prompt::{batch_error, decode, decode_prompt, fit_prompt};
 use super::Ranking;
+use crate::cancel::Cancel;
+use crate::limits;
 use crate::model::Model;
 
 pub(super) fn generate(
@@ -16,14 +18,16 @@ pub(super) fn generate(
     request: &Request,
     spec: &TemplateSpec,
     options: &Options,
+    cancel: &Cancel,
 ) -> Result<Ranking> {
     let answer = spec.render_answer(&request.candidate_ids());
     let max_new = model.tokenize(&answer, false).len() + 8;
+    limits::get().check_generated_tokens(max_new)?;
     let (prompt, dropped) = fit_prompt(model, request, spec, max_new)?;
     let n_prompt = prompt.len();
     let vocab = model.llama().vocab();
-    let generated = model.with_context_threads(model.threads_for(options), |ctx| {
-        let mut logits = decode_prompt(ctx, &prompt, &[0], model.load.n_batch as usize)?;
+    let generated = model.with_context_threads(model.threads_for(options), cancel, |ctx| {
+        let mut logits = decode_prompt(ctx, &prompt, &[0], model.load.n_batch as usize, cancel)?;
         let mut tokens = Vec::new();
         let mut batch = LlamaBatch::new(1, 1);
         while tokens.len() < max_new {
@@ -38,16 +42,16 @@ pub(super) fn generate(
                 break;
             }
             tokens.push(next);
-            let text =
-                String::from_utf8_lossy(&vocab.detokenize(&tokens, true, false)).into_owned();
-            if text.contains('\n') {
+            // Only the new token's text can hold the end of the line.
+            let piece = vocab.detokenize(&[next], true, false);
+            if piece.contains(&b'\n') {
                 break;
             }
             batch.clear();
             batch
                 .add(next, (n_prompt + tokens.len() - 1) as i32, &[0], true)
                 .map_err(batch_error)?;
-            decode(ctx, &mut batch)?;
+            decode(ctx, &mut batch, cancel)?;
             logits = ctx.get_logits_ith(0).to_vec();
         }
         Ok(String::from_utf8_lossy(&vocab.detokenize(&tokens, true, false)).into_owned())

@@ -19,6 +19,7 @@ use kvrec_core::options::{Mode, Options};
 use kvrec_core::{Request, Result};
 use serde::Serialize;
 
+use crate::cancel::Cancel;
 use crate::model::Model;
 
 pub use batch::rank_batch;
@@ -43,14 +44,19 @@ pub struct Ranking {
 }
 
 /// Ranks the request's candidates with `model`, in the mode the options ask for.
-pub fn rank(model: &Model, request: &Request, options: &Options) -> Result<Ranking> {
+pub fn rank(
+    model: &Model,
+    request: &Request,
+    options: &Options,
+    cancel: &Cancel,
+) -> Result<Ranking> {
     let mut spec = model.template.clone();
     if let Some(n) = options.max_history {
         spec.max_history = n;
     }
     let ranking = match options.mode.unwrap_or_default() {
-        Mode::Score => score::score(model, request, &spec, options)?,
-        Mode::Generate => generate::generate(model, request, &spec, options)?,
+        Mode::Score => score::score(model, request, &spec, options, cancel)?,
+        Mode::Generate => generate::generate(model, request, &spec, options, cancel)?,
     };
     Ok(keep_best(ranking, options))
 }

@@ -7,6 +7,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::token::LlamaToken;
 
+use crate::cancel::Cancel;
 use crate::logs;
 use crate::model::{detail, Model};
 
@@ -50,7 +51,14 @@ pub(crate) fn fit_prompt(
     })
 }
 
-pub(super) fn decode(ctx: &mut LlamaContext, batch: &mut LlamaBatch) -> Result<()> {
+/// One llama.cpp decode, unless the call was cancelled: every decode of a call goes
+/// through here, so a cancelled call stops within one.
+pub(super) fn decode(
+    ctx: &mut LlamaContext,
+    batch: &mut LlamaBatch,
+    cancel: &Cancel,
+) -> Result<()> {
+    cancel.check()?;
     let mark = logs::mark();
     ctx.decode(batch).map_err(|e| KvrecError::Backend {
         detail: detail(&format!("decode failed: {e}"), mark),
@@ -70,6 +78,7 @@ pub(crate) fn decode_prompt(
     tokens: &[LlamaToken],
     seqs: &[i32],
     n_batch: usize,
+    cancel: &Cancel,
 ) -> Result<Vec<f32>> {
     let mut batch = LlamaBatch::new(n_batch, seqs.len() as i32);
     for (chunk_index, chunk) in tokens.chunks(n_batch).enumerate() {
@@ -81,20 +90,25 @@ pub(crate) fn decode_prompt(
                 .add(token, (base + i) as i32, seqs, last)
                 .map_err(batch_error)?;
         }
-        decode(ctx, &mut batch)?;
+        decode(ctx, &mut batch, cancel)?;
     }
     Ok(ctx.get_logits_ith(batch.n_tokens() - 1).to_vec())
 }
 
 /// The baseline for benchmarks: one plain pass of llama.cpp over the request's prompt (the
 /// prompt `rank` would build), nothing else. Returns the number of prompt tokens.
-pub fn prompt_pass(model: &Model, request: &Request, options: &Options) -> Result<usize> {
+pub fn prompt_pass(
+    model: &Model,
+    request: &Request,
+    options: &Options,
+    cancel: &Cancel,
+) -> Result<usize> {
     let mut spec = model.template.clone();
     if let Some(n) = options.max_history {
         spec.max_history = n;
     }
     let (prompt, _) = fit_prompt(model, request, &spec, 0)?;
-    model.with_context_threads(model.threads_for(options), |ctx| {
-        decode_prompt(ctx, &prompt, &[0], model.load.n_batch as usize).map(|_| prompt.len())
+    model.with_context_threads(model.threads_for(options), cancel, |ctx| {
+        decode_prompt(ctx, &prompt, &[0], model.load.n_batch as usize, cancel).map(|_| prompt.len())
     })
 }

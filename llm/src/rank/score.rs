@@ -11,6 +11,7 @@ use llama_cpp_2::token::LlamaToken;
 
 use super::prompt::{batch_error, decode, decode_prompt, fit_prompt};
 use super::{finish, Ranking};
+use crate::cancel::Cancel;
 use crate::model::Model;
 use crate::trie::{At, CandidateTrie};
 
@@ -106,6 +107,7 @@ pub(super) fn score(
     request: &Request,
     spec: &TemplateSpec,
     options: &Options,
+    cancel: &Cancel,
 ) -> Result<Ranking> {
     let n_ctx = model.load.n_ctx as usize;
     let n_batch = model.load.n_batch as usize;
@@ -115,7 +117,7 @@ pub(super) fn score(
     let n_seq = model.load.n_seq_max() as usize;
     let mut logits: HashMap<(At, i32), f64> = HashMap::new();
 
-    model.with_context_threads(model.threads_for(options), |ctx| {
+    model.with_context_threads(model.threads_for(options), cancel, |ctx| {
         let n_tokens = prepared.n_tokens();
         if prepared.n_seqs() <= n_seq && n_tokens <= n_ctx && n_tokens - n_prompt < n_batch {
             // One decode per request: the branching nodes ride in the prompt's last batch.
@@ -123,11 +125,11 @@ pub(super) fn score(
             let head = n_prompt - tail;
             let seqs: Vec<i32> = (0..prepared.n_seqs() as i32).collect();
             if head > 0 {
-                decode_prompt(ctx, &prompt[..head], &seqs, n_batch)?;
+                decode_prompt(ctx, &prompt[..head], &seqs, n_batch, cancel)?;
             }
             let mut batch = LlamaBatch::new(n_batch, seqs.len() as i32);
             let rows = prepared.add_all(&mut batch, head, 0)?;
-            decode(ctx, &mut batch)?;
+            decode(ctx, &mut batch, cancel)?;
             for (at, row) in rows {
                 prepared.keep(&mut logits, at, ctx.get_logits_ith(row));
             }
@@ -137,13 +139,13 @@ pub(super) fn score(
         let rounds = plan.rounds(n_seq, room);
         let seqs: Vec<i32> =
             (0..rounds.iter().map(Vec::len).max().unwrap_or(1).max(1) as i32).collect();
-        let root = decode_prompt(ctx, prompt, &seqs, n_batch)?;
+        let root = decode_prompt(ctx, prompt, &seqs, n_batch, cancel)?;
         prepared.keep(&mut logits, None, &root);
         let mut batch = LlamaBatch::new(n_batch, seqs.len() as i32);
         for round in &rounds {
             batch.clear();
             let rows = add_round(&mut batch, trie, round, n_prompt, 0)?;
-            decode(ctx, &mut batch)?;
+            decode(ctx, &mut batch, cancel)?;
             for (node, row) in rows {
                 prepared.keep(&mut logits, Some(node), ctx.get_logits_ith(row));
             }
