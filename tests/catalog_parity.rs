@@ -57,6 +57,7 @@ fn sample(function: &str, param: &str, n_args: usize, model: &str) -> Sql {
         "seed" => Sql::Integer(7),
         "copies" => Sql::Integer(2),
         "k" => Sql::Integer(3),
+        "settings" => text("{}"),
         other => panic!("no sample argument for parameter '{other}' of {function}"),
     }
 }

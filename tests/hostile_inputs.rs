@@ -111,7 +111,16 @@ fn cases() -> Vec<(&'static str, &'static str, Vec<Option<String>>)> {
             vec![user(), Some("[]".into()), items(1000, "C")],
         ),
         (
-            "1 MB title in the history: dropped to fit the context",
+            "900 kB title in the history: dropped to fit the context",
+            rec,
+            vec![
+                user(),
+                Some(json!([{"title": "x".repeat(900_000)}]).to_string()),
+                one(),
+            ],
+        ),
+        (
+            "1 MB title in the history: above the request-bytes cap",
             rec,
             vec![
                 user(),

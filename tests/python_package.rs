@@ -195,21 +195,22 @@ fn the_wheels_install_and_serve_in_sqlite_duckdb_sqlite_utils_and_datasette() {
         .status()
         .is_ok_and(|s| s.success());
     if pyenv_python {
-        let wheel = std::fs::read_dir(dist)
+        // kvrec and sqlite-utils-kvrec with sqlite-utils itself: pure Python, any version.
+        let wheels: Vec<PathBuf> = std::fs::read_dir(dist)
             .unwrap()
             .flatten()
             .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("kvrec-")
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.starts_with("kvrec-") || name.starts_with("sqlite_utils_kvrec-")
             })
-            .unwrap();
+            .collect();
+        assert_eq!(wheels.len(), 2, "{wheels:?}");
         run(pip_install(&python)
-            .args(["--no-deps", "--target"])
+            .arg("--target")
             .arg(&target)
-            .arg(wheel));
+            .arg(PINS[1])
+            .args(&wheels));
         let said = run(Command::new("python3")
             .arg(root.join("tests/python/check_no_loading.py"))
             .env("PYTHONPATH", &target));
@@ -238,6 +239,52 @@ fn the_wheels_install_and_serve_in_sqlite_duckdb_sqlite_utils_and_datasette() {
         .arg(format!("http://127.0.0.1:{port}"))
         .arg("app")
         .arg(&request));
+    eprintln!("{said}");
+    drop(served);
+}
+
+/// The attack of tests/python/check_datasette_attack.py on a locked Datasette with default
+/// settings (1 s time limit) and a `KVREC_MODEL_DIR` holding a model: every answer within the
+/// time limit + 0.5 s, `select 1` within 1 s, threads and memory bounded, no server path shown.
+#[test]
+fn a_locked_datasette_survives_a_bounded_attack() {
+    let Some((venv, _)) = installed() else {
+        return;
+    };
+    let root = common::repo_root();
+    let dir = scratch("datasette-attack");
+    let request = write_request(&dir);
+    let model_dir = dir.join("models");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    std::fs::copy(
+        root.join("models/kvrec-default.gguf"),
+        model_dir.join("kvrec-default.gguf"),
+    )
+    .unwrap();
+    let db = dir.join("app.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let port = free_port();
+    let mut served = Served(
+        Command::new(venv.join("bin/datasette"))
+            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg(&db)
+            .env("KVREC_MODEL_DIR", &model_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("datasette starts"),
+    );
+    wait_until_up(port, &mut served);
+    let said = run(Command::new(venv.join("bin/python"))
+        .arg(root.join("tests/python/check_datasette_attack.py"))
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("app")
+        .arg(&request)
+        .arg(served.0.id().to_string())
+        .arg(&model_dir));
     eprintln!("{said}");
     drop(served);
 }

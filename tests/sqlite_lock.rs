@@ -23,6 +23,11 @@ fn model_paths_stay_inside_the_model_dir_and_the_lock_is_one_way() {
     kvrec_llm::tiny::write_tiny_llama(&outside, 7, None).unwrap();
     let link = dir.join("link.gguf");
     std::os::unix::fs::symlink(&outside, &link).unwrap();
+    // Inside the directory: a folder, a text file and a truncated GGUF.
+    std::fs::create_dir_all(dir.join("folder.gguf")).unwrap();
+    std::fs::write(dir.join("notes.gguf"), "not a model").unwrap();
+    let bytes = std::fs::read(&inside).unwrap();
+    std::fs::write(dir.join("cut.gguf"), &bytes[..bytes.len() / 2]).unwrap();
     // SAFETY: set before any thread of this test process reads the environment.
     unsafe { std::env::set_var("KVREC_MODEL_DIR", &dir) };
 
@@ -30,13 +35,18 @@ fn model_paths_stay_inside_the_model_dir_and_the_lock_is_one_way() {
     let load = "SELECT kvrec_load_model('m', ?1)";
     db.query_row(load, [inside.to_str().unwrap()], |_| Ok(()))
         .unwrap();
-    // Outside, missing, escaping with '..', or a link that leads out: one answer for all.
+    // Outside, missing, escaping with '..', a link that leads out, and inside the directory
+    // a folder, a text file, a truncated GGUF or a missing file: one answer for all.
     let refusals: Vec<String> = [
         outside.clone(),
         root.join("missing.gguf"),
         dir.join("../outside.gguf"),
         link,
         "/etc/passwd".into(),
+        dir.join("folder.gguf"),
+        dir.join("notes.gguf"),
+        dir.join("cut.gguf"),
+        dir.join("missing.gguf"),
     ]
     .iter()
     .map(|p| error(&db, "SELECT kvrec_load_model('x', ?1)", p.to_str().unwrap()))
@@ -45,11 +55,21 @@ fn model_paths_stay_inside_the_model_dir_and_the_lock_is_one_way() {
         assert_eq!(refusal, &refusals[0]);
     }
     assert!(
-        refusals[0].contains("must be inside the model directory")
-            && refusals[0].contains("KVREC_MODEL_DIR"),
+        refusals[0].contains("not a loadable model inside the model directory")
+            && refusals[0].contains("KVREC_MODEL_DIR")
+            && !refusals[0].contains(dir.to_str().unwrap()),
         "{}",
         refusals[0]
     );
+    // Unlocked, kvrec_models() shows where each model came from.
+    let path: String = db
+        .query_row(
+            "SELECT path FROM kvrec_models() WHERE name = 'm'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(path, inside.to_str().unwrap());
     let adapter = error(
         &db,
         "SELECT kvrec_load_model('y', ?1, json_object('lora', '/etc/passwd'))",
@@ -83,4 +103,13 @@ fn model_paths_stay_inside_the_model_dir_and_the_lock_is_one_way() {
         .unwrap();
     let again = error(&other, "SELECT kvrec_unload_model(?1)", "m");
     assert!(again.contains("registry is locked"), "{again}");
+    // Locked, callers may be strangers: the file name, never the server's directories.
+    let path: String = other
+        .query_row(
+            "SELECT path FROM kvrec_models() WHERE name = 'm'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(path, "m.gguf");
 }

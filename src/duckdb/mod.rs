@@ -27,7 +27,7 @@ macro_rules! register_all {
 
 /// Registers every function of the catalog.
 fn register(con: &Connection) -> duckdb::Result<()> {
-    register_all!(con, scalars: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], tables: [0, 1, 2, 3, 4]);
+    register_all!(con, scalars: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], tables: [0, 1, 2, 3, 4]);
     Ok(())
 }
 

@@ -235,6 +235,13 @@ pub const SCALARS: &[Scalar] = &[
         body: Body::Text(model_fns::lock),
     },
     Scalar {
+        name: "kvrec_configure",
+        params: &["settings"],
+        kinds: &[Kind::Json],
+        model: true,
+        body: Body::Text(model_fns::configure),
+    },
+    Scalar {
         name: "recommend",
         params: &["model?", "user", "history", "candidates", "options?"],
         kinds: &[MODEL, Kind::Json, Kind::Json, Kind::Json, Kind::Json],

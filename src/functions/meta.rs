@@ -30,11 +30,18 @@ pub fn debug(_: &dyn SqlArgs) -> Result<String> {
          build: {profile}, {arch}-{os}, features: [{features}]\n\
          sqlite binding: sqlite-loadable 0.0.6-alpha.6\n\
          llama.cpp: llama-cpp-2 0.1.160\n\
-         devices: {devices}",
+         devices: {devices}\n\
+         caps: {caps}{sealed}",
         version = env!("CARGO_PKG_VERSION"),
         arch = std::env::consts::ARCH,
         os = std::env::consts::OS,
         features = features.join(", "),
+        caps = serde_json::to_string(&kvrec_llm::limits::get()).unwrap_or_default(),
+        sealed = if kvrec_llm::limits::is_sealed() {
+            " (sealed by the host)"
+        } else {
+            ""
+        },
         devices = if devices.is_empty() {
             "none found".into()
         } else {

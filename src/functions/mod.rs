@@ -24,6 +24,20 @@ pub trait SqlArgs {
     fn int(&self, i: usize, expected: &'static str) -> Result<i64>;
     fn is_null(&self, i: usize) -> bool;
 
+    /// Asks the host whether it interrupted the statement this call belongs to (its time
+    /// limit or a cancel); `None` when the host gives no way to ask.
+    fn host_probe(&self) -> Option<Box<dyn Fn() -> bool + Sync + '_>> {
+        None
+    }
+
+    /// Bytes of the call's text arguments together, for the `max_request_bytes` cap.
+    fn text_bytes(&self) -> usize {
+        (0..self.len())
+            .filter_map(|i| self.text(i, "").ok())
+            .map(str::len)
+            .sum()
+    }
+
     /// Optional text argument: `None` when absent or NULL.
     fn opt_text(&self, i: usize, expected: &'static str) -> Result<Option<&str>> {
         if self.is_null(i) {

@@ -7,7 +7,7 @@ use kvrec_core::error::{KvrecError, Result};
 use kvrec_core::options::{Mode, Options, CALL_OPTIONS, LOAD_OPTIONS, TOPK_OPTIONS};
 use kvrec_core::request::parse_json;
 use kvrec_core::{ItemId, Request};
-use kvrec_llm::{rank, rank_batch, rank_catalog, registry, Model, Ranking};
+use kvrec_llm::{limits, rank, rank_batch, rank_catalog, registry, Cancel, Limits, Model, Ranking};
 
 use super::catalog::IdRows;
 use super::prompt_fns::{CANDIDATES, HISTORY, OPTIONS, USER};
@@ -27,9 +27,90 @@ pub fn load(args: &dyn SqlArgs) -> Result<String> {
 }
 
 /// `kvrec_lock_models()` → a note: no model can be loaded or unloaded in this process any more.
+/// Refused once the host sealed its settings: locking is then the host's, not a query's.
 pub fn lock(_: &dyn SqlArgs) -> Result<String> {
+    limits::check_unsealed("locking the models")?;
     registry::lock();
     Ok("locked: kvrec_load_model() and kvrec_unload_model() now refuse".into())
+}
+
+const SETTINGS: &str = "a JSON object of host settings, e.g. {\"models\": {\"default\": \"/srv/kvrec.gguf\"}, \"lock_models\": true, \"max_call_ms\": 1000}";
+
+/// `kvrec_configure(settings)`: the host's one call at start-up. Loads the host's `models`
+/// (`{name: path}`, from any path: the host is trusted), sets the caps of [`Limits`] (keys
+/// not given keep their defaults), locks the registry when `lock_models` is true, and seals
+/// all of it: this function and `kvrec_lock_models()` refuse from then on. It seals even
+/// when it fails, so a host's mistake never leaves the settings open to a visitor. Returns
+/// the caps in force as JSON.
+pub fn configure(args: &dyn SqlArgs) -> Result<String> {
+    // The argument is read first, so that a NULL is the same error in every host and state.
+    let (caps, models, lock_models) = match parse_settings(args) {
+        Ok(settings) => settings,
+        Err(e) => {
+            limits::seal();
+            return Err(e);
+        }
+    };
+    limits::check_unsealed("kvrec_configure()")?;
+    let set = limits::set(caps);
+    let loaded: Vec<String> = registry::list().into_iter().map(|m| m.name).collect();
+    let mut outcome = set;
+    for (name, path) in &models {
+        if !loaded.contains(name) && outcome.is_ok() {
+            outcome = registry::load_as_host(name, path, &Options::default()).map(|_| ());
+        }
+    }
+    if lock_models {
+        registry::lock();
+    }
+    limits::seal();
+    outcome?;
+    serde_json::to_string(&limits::get()).map_err(internal)
+}
+
+/// The caps, models and lock flag of `kvrec_configure`'s settings argument.
+fn parse_settings(args: &dyn SqlArgs) -> Result<(Limits, BTreeMap<String, String>, bool)> {
+    let value = parse_json("settings", args.text(0, SETTINGS)?)?;
+    let mut map = value
+        .as_object()
+        .cloned()
+        .ok_or_else(|| KvrecError::wrong_type("settings", SETTINGS, &value))?;
+    let models = match map.remove("models") {
+        None => BTreeMap::new(),
+        Some(m) => serde_json::from_value(m).map_err(|e| KvrecError::BadOption {
+            key: "models",
+            problem: format!("must map model names to GGUF paths ({e})"),
+        })?,
+    };
+    let lock_models = match map.remove("lock_models") {
+        None => false,
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(other) => {
+            return Err(KvrecError::wrong_type(
+                "lock_models",
+                "true or false",
+                &other,
+            ))
+        }
+    };
+    let caps = serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
+        KvrecError::BadOption {
+            key: "settings",
+            problem: format!(
+                "{e}; the settings are models, lock_models and the caps {}",
+                cap_names().join(", ")
+            ),
+        }
+    })?;
+    Ok((caps, models, lock_models))
+}
+
+/// The names of the caps, for messages.
+pub fn cap_names() -> Vec<String> {
+    match serde_json::to_value(Limits::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// `kvrec_unload_model(name)` → the name; memory is freed once running calls finish.
@@ -47,22 +128,61 @@ fn internal(e: impl std::fmt::Display) -> KvrecError {
 
 const CALL: &[&str] = &["user", "history", "candidates", "options?"];
 
-/// What a `recommend`-style call asks for: the model, the request (in the model's ids) and
-/// the options. `(user, history, candidates)` uses `default`, `(model, user, history,
-/// candidates [, options])` the named one.
-pub fn parse_call(args: &dyn SqlArgs) -> Result<(Arc<Model>, Request, Options)> {
-    let (name, call) = if args.len() == 3 {
-        (DEFAULT_MODEL, args.tail(0, CALL))
+/// The model a call names and its arguments after the name. Three arguments use `default`;
+/// four may be `(model, user, history, candidates)` or `(user, history, candidates, options)`:
+/// a model name is never JSON (names starting with `{` or `[` are refused at load), so a
+/// first argument that is a JSON object is the user.
+fn split_model<'a>(
+    args: &'a dyn SqlArgs,
+    params: &'static [&'static str],
+) -> Result<(&'a str, Box<dyn SqlArgs + 'a>)> {
+    let user_first = args.len() == 3
+        || (args.len() == 4
+            && args
+                .opt_text(0, MODEL)
+                .ok()
+                .flatten()
+                .is_some_and(|first| first.trim_start().starts_with('{')));
+    if user_first {
+        Ok((DEFAULT_MODEL, args.tail(0, params)))
     } else {
-        (args.text(0, MODEL)?, args.tail(1, CALL))
-    };
+        Ok((args.text(0, MODEL)?, args.tail(1, params)))
+    }
+}
+
+/// What a `recommend`-style call asks for: the model, the request (in the model's ids) and
+/// the options. `(user, history, candidates [, options])` uses `default`, `(model, user,
+/// history, candidates [, options])` the named one. The host's caps are checked before any
+/// JSON is read.
+pub fn parse_call(args: &dyn SqlArgs) -> Result<(Arc<Model>, Request, Options)> {
+    let caps = limits::get();
+    caps.check_request_bytes(args.text_bytes())?;
+    let (name, call) = split_model(args, CALL)?;
     let user = parse_json("user", call.text(0, USER)?)?;
     let history = parse_json("history", call.text(1, HISTORY)?)?;
     let candidates = parse_json("candidates", call.text(2, CANDIDATES)?)?;
+    if let Some(list) = candidates.as_array() {
+        caps.check_candidates(list.len())?;
+    }
     let options = Options::parse(call.opt_text(3, OPTIONS)?, CALL_OPTIONS)?;
+    caps.check_call(&options)?;
     let model = registry::get(name)?;
     let request = model.request(&user, &history, Some(&candidates))?;
     Ok((model, request, options))
+}
+
+/// Runs one model call under the host's caps: it takes a slot among the calls running at
+/// once and is cancelled past its time limit or when the host interrupts it.
+pub fn within_caps<T>(
+    args: &dyn SqlArgs,
+    options: &Options,
+    body: impl FnOnce(&Cancel) -> Result<T>,
+) -> Result<T> {
+    let limit = limits::get().call_ms(options)?;
+    let probe = args.host_probe();
+    let cancel = Cancel::new(limit, probe.as_deref());
+    let _slot = limits::enter(&cancel)?;
+    body(&cancel)
 }
 
 /// A generated answer that is not a valid ranking is an error that quotes it.
@@ -90,7 +210,9 @@ pub fn checked(ranking: Ranking, options: &Options) -> Result<Ranking> {
 /// Ranks with the model the call names; the model comes along to map ids back.
 pub fn ranking(args: &dyn SqlArgs) -> Result<(Arc<Model>, Ranking)> {
     let (model, request, options) = parse_call(args)?;
-    let ranking = checked(rank(&model, &request, &options)?, &options)?;
+    let ranking = within_caps(args, &options, |cancel| {
+        checked(rank(&model, &request, &options, cancel)?, &options)
+    })?;
     Ok((model, ranking))
 }
 
@@ -104,6 +226,7 @@ pub fn app_ids(model: &Model, ranking: &Ranking) -> Vec<ItemId> {
 /// share a model and options are then ranked together by `rank_batch`, which packs them into
 /// llama.cpp decodes and runs the model's contexts side by side.
 pub fn recommend_rows(rows: &[&dyn SqlArgs]) -> IdRows {
+    let rows_args = rows;
     let mut calls = Vec::with_capacity(rows.len());
     for (row, args) in rows.iter().enumerate() {
         calls.push(guarded(|| parse_call(*args)).map_err(|e| (row, e))?);
@@ -120,8 +243,12 @@ pub fn recommend_rows(rows: &[&dyn SqlArgs]) -> IdRows {
         let first = rows[0];
         let (model, _, options) = &calls[first];
         let requests: Vec<Request> = rows.iter().map(|&r| calls[r].1.clone()).collect();
-        let results =
-            guarded(|| Ok(rank_batch(model, &requests, options))).map_err(|e| (first, e))?;
+        let results = guarded(|| {
+            within_caps(rows_args[first], options, |cancel| {
+                Ok(rank_batch(model, &requests, options, cancel))
+            })
+        })
+        .map_err(|e| (first, e))?;
         for (&row, result) in rows.iter().zip(results) {
             let ranking = result
                 .and_then(|r| checked(r, options))
@@ -137,11 +264,9 @@ const TOPK_CALL: &[&str] = &["user", "history", "k", "options?"];
 /// `recommend_topk([model,] user, history, k [, options])`: the model, the request (no
 /// candidates, in the model's ids), `k` and the options.
 fn parse_topk(args: &dyn SqlArgs) -> Result<(Arc<Model>, Request, usize, Options)> {
-    let (name, call) = if args.len() == 3 {
-        (DEFAULT_MODEL, args.tail(0, TOPK_CALL))
-    } else {
-        (args.text(0, MODEL)?, args.tail(1, TOPK_CALL))
-    };
+    let caps = limits::get();
+    caps.check_request_bytes(args.text_bytes())?;
+    let (name, call) = split_model(args, TOPK_CALL)?;
     let user = parse_json("user", call.text(0, USER)?)?;
     let history = parse_json("history", call.text(1, HISTORY)?)?;
     let k = call.int(2, "an INTEGER number of items, e.g. 10")?;
@@ -152,6 +277,7 @@ fn parse_topk(args: &dyn SqlArgs) -> Result<(Arc<Model>, Request, usize, Options
         });
     }
     let options = Options::parse(call.opt_text(3, OPTIONS)?, TOPK_OPTIONS)?;
+    caps.check_call(&options)?;
     let model = registry::get(name)?;
     let request = model.request(&user, &history, None)?;
     Ok((model, request, k as usize, options))
@@ -160,7 +286,9 @@ fn parse_topk(args: &dyn SqlArgs) -> Result<(Arc<Model>, Request, usize, Options
 /// The `k` best items of the named model's whole catalog for the call's user and history.
 pub fn topk_ranking(args: &dyn SqlArgs) -> Result<(Arc<Model>, Ranking)> {
     let (model, request, k, options) = parse_topk(args)?;
-    let ranking = rank_catalog(&model, &request, k, &options)?;
+    let ranking = within_caps(args, &options, |cancel| {
+        rank_catalog(&model, &request, k, &options, cancel)
+    })?;
     Ok((model, ranking))
 }
 

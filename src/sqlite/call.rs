@@ -19,7 +19,59 @@ use kvrec_core::error::{KvrecError, Result};
 pub struct Args<'a> {
     values: &'a [*mut sqlite3_value],
     params: &'static [&'static str],
+    /// The connection running the call, to ask whether its statement was interrupted.
+    db: Option<Connection>,
 }
+
+/// A connection handle. SQLite connections are serialized (SQLITE_THREADSAFE=1, as every
+/// host we load into builds them), and [`kvrec_llm::Cancel`] only probes on the thread that
+/// runs the statement.
+#[derive(Clone, Copy)]
+pub struct Connection(pub *mut sqlite3);
+
+// SAFETY: see the type's comment: the handle is used only by the thread that owns the call.
+unsafe impl Send for Connection {}
+unsafe impl Sync for Connection {}
+
+impl Connection {
+    pub fn of(ctx: *mut sqlite3_context) -> Connection {
+        // SAFETY: `ctx` is the live context of the function call SQLite is making.
+        Connection(unsafe { sqlite_loadable::ext::sqlite3ext_context_db_handle(ctx) })
+    }
+
+    /// Whether the host interrupted the statement: `sqlite3_interrupt()`, or a progress
+    /// handler that returned non-zero (Datasette's time limit is one). Neither is visible
+    /// from inside a function, so this runs a small statement on the connection that takes a
+    /// few thousand VM steps: SQLite calls the progress handler during it and fails it with
+    /// SQLITE_INTERRUPT when the host wants the statement to stop.
+    pub fn interrupted(self) -> bool {
+        const PROBE: &std::ffi::CStr = c"WITH RECURSIVE n(i) AS (VALUES(0) UNION ALL SELECT i + 1 FROM n WHERE i < 400) SELECT count(*) FROM n";
+        let mut stmt = std::ptr::null_mut();
+        // SAFETY: a live connection; the statement is finalized before returning.
+        unsafe {
+            let rc = sqlite_loadable::ext::sqlite3ext_prepare_v2(
+                self.0,
+                PROBE.as_ptr(),
+                -1,
+                &mut stmt,
+                std::ptr::null_mut(),
+            );
+            if rc != SQLITE_OK || stmt.is_null() {
+                return rc == SQLITE_INTERRUPT;
+            }
+            let mut rc = sqlite_loadable::ext::sqlite3ext_step(stmt);
+            while rc == SQLITE_ROW {
+                rc = sqlite_loadable::ext::sqlite3ext_step(stmt);
+            }
+            sqlite_loadable::ext::sqlite3ext_finalize(stmt);
+            rc == SQLITE_INTERRUPT
+        }
+    }
+}
+
+const SQLITE_OK: c_int = 0;
+const SQLITE_INTERRUPT: c_int = 9;
+const SQLITE_ROW: c_int = 100;
 
 impl SqlArgs for Args<'_> {
     fn len(&self) -> usize {
@@ -30,7 +82,13 @@ impl SqlArgs for Args<'_> {
         Box::new(Args {
             values: &self.values[skip.min(self.values.len())..],
             params,
+            db: self.db,
         })
+    }
+
+    fn host_probe(&self) -> Option<Box<dyn Fn() -> bool + Sync + '_>> {
+        let db = self.db?;
+        Some(Box::new(move || db.interrupted()))
     }
 
     fn is_null(&self, i: usize) -> bool {
@@ -80,6 +138,18 @@ pub fn error_text(name: &str, error: &KvrecError) -> String {
     format!("{name}: {error}").replace('\0', "\\0")
 }
 
+/// Reports `error` of function `name` to SQLite. An interrupted call fails as SQLite's own
+/// interrupts do (SQLITE_INTERRUPT, "interrupted"), so hosts recognise their time limit.
+pub fn result_error(ctx: *mut sqlite3_context, name: &str, error: &KvrecError) {
+    if *error == KvrecError::Interrupted {
+        // SAFETY: the live context of the current call.
+        unsafe { sqlite_loadable::ext::sqlite3ext_result_error_code(ctx, SQLITE_INTERRUPT) };
+    } else {
+        // Setting an error result cannot fail in a way worth more than the error itself.
+        let _ = api::result_error(ctx, &error_text(name, error));
+    }
+}
+
 /// `name(a, b, c?)`, with a note on `?` when there are optional parameters.
 pub fn signature(name: &str, params: &[&str]) -> String {
     let note = if params.iter().any(|p| p.ends_with('?')) {
@@ -109,11 +179,15 @@ pub fn scalar(
             function.call_text(&Args {
                 values,
                 params: function.params,
+                db: Some(Connection::of(ctx)),
             })
         });
         match result {
             Ok(text) => api::result_text(ctx, text),
-            Err(error) => api::result_error(ctx, &error_text(function.name, &error)),
+            Err(error) => {
+                result_error(ctx, function.name, &error);
+                Ok(())
+            }
         }
     };
     define_scalar_function(db, function.name, -1 as c_int, call, flags)

@@ -8,7 +8,7 @@ use sqlite_loadable::prelude::*;
 use sqlite_loadable::table::{BestIndexError, IndexInfo, VTab, VTabArguments, VTabCursor};
 use sqlite_loadable::{api, Error};
 
-use super::call::{error_text, guarded};
+use super::call::{error_text, guarded, Connection};
 use super::table_args::{plan, TableArgs};
 use crate::functions::catalog::{Column, Table, Value};
 
@@ -16,6 +16,7 @@ use crate::functions::catalog::{Column, Table, Value};
 pub struct CatalogTable {
     base: sqlite3_vtab,
     table: &'static Table,
+    db: Connection,
 }
 
 /// `CREATE TABLE x(<columns>, <parameters> HIDDEN)`.
@@ -45,14 +46,21 @@ impl<'vtab> VTab<'vtab> for CatalogTable {
     type Cursor = CatalogCursor;
 
     fn connect(
-        _: *mut sqlite3,
+        db: *mut sqlite3,
         aux: Option<&&'static Table>,
         _: VTabArguments,
     ) -> sqlite_loadable::Result<(String, Self)> {
         let table =
             *aux.ok_or_else(|| Error::new_message("kvrec: table function without entry"))?;
         let base: sqlite3_vtab = unsafe { mem::zeroed() };
-        Ok((schema(table), CatalogTable { base, table }))
+        Ok((
+            schema(table),
+            CatalogTable {
+                base,
+                table,
+                db: Connection(db),
+            },
+        ))
     }
 
     fn best_index(&self, info: IndexInfo) -> core::result::Result<(), BestIndexError> {
@@ -63,6 +71,7 @@ impl<'vtab> VTab<'vtab> for CatalogTable {
         Ok(CatalogCursor {
             base: unsafe { mem::zeroed() },
             table: self.table,
+            db: self.db,
             rows: Vec::new(),
             index: 0,
         })
@@ -73,6 +82,7 @@ impl<'vtab> VTab<'vtab> for CatalogTable {
 pub struct CatalogCursor {
     base: sqlite3_vtab_cursor,
     table: &'static Table,
+    db: Connection,
     rows: Vec<Vec<Value>>,
     index: usize,
 }
@@ -90,6 +100,7 @@ impl VTabCursor for CatalogCursor {
             mask: idx_num,
             values,
             params: self.table.params,
+            db: self.db,
         };
         let rows = guarded(|| (self.table.rows)(&args))
             .map_err(|e| Error::new_message(error_text(self.table.name, &e)))?;

@@ -6,6 +6,7 @@ use sqlite_loadable::api;
 use sqlite_loadable::prelude::*;
 use sqlite_loadable::table::{BestIndexError, ConstraintOperator, IndexInfo};
 
+use super::call::Connection;
 use crate::functions::{param_name, Cell, RowArgs, SqlArgs};
 use kvrec_core::error::{KvrecError, Result};
 
@@ -44,6 +45,7 @@ pub struct TableArgs<'a> {
     pub values: &'a [*mut sqlite3_value],
     /// Parameter names in column order; `?` marks optional ones.
     pub params: &'static [&'static str],
+    pub db: Connection,
 }
 
 impl TableArgs<'_> {
@@ -59,6 +61,11 @@ impl TableArgs<'_> {
 impl SqlArgs for TableArgs<'_> {
     fn len(&self) -> usize {
         self.params.len()
+    }
+
+    fn host_probe(&self) -> Option<Box<dyn Fn() -> bool + Sync + '_>> {
+        let db = self.db;
+        Some(Box::new(move || db.interrupted()))
     }
 
     fn tail<'s>(&'s self, skip: usize, params: &'static [&'static str]) -> Box<dyn SqlArgs + 's> {
