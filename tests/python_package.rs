@@ -167,6 +167,16 @@ fn pip_install(python: &Path) -> Command {
     command
 }
 
+/// Held by the tests that start servers (Datasette, the Ray cluster), so that the attack's
+/// time limits are measured on cores no other server is using.
+static MACHINE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn machine() -> std::sync::MutexGuard<'static, ()> {
+    MACHINE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kvrec-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -178,6 +188,7 @@ fn the_wheels_install_and_serve_in_sqlite_duckdb_sqlite_utils_and_datasette() {
     let Some((venv, dist)) = installed() else {
         return;
     };
+    let _machine = machine();
     let root = common::repo_root();
     let dir = scratch("wheel-check");
     let python = venv.join("bin/python");
@@ -251,6 +262,7 @@ fn a_locked_datasette_survives_a_bounded_attack() {
     let Some((venv, _)) = installed() else {
         return;
     };
+    let _machine = machine();
     let root = common::repo_root();
     let dir = scratch("datasette-attack");
     let request = write_request(&dir);
@@ -331,6 +343,7 @@ fn kvrec_ray_ranks_on_a_two_node_cluster_and_survives_a_killed_worker() {
     let Some((venv, _)) = installed() else {
         return;
     };
+    let _machine = machine();
     let dir = scratch("ray");
     let model = dir.join("m.gguf");
     let items: Vec<i64> = (1..=RAY_ITEMS).collect();
