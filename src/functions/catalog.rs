@@ -33,6 +33,8 @@ pub enum Body {
 
 pub struct Scalar {
     pub name: &'static str,
+    /// What it returns, in a line: docs/sql.md is generated from it.
+    pub doc: &'static str,
     /// Parameter names; a `?` marks an optional one, either trailing or leading (`model?`:
     /// the short form without it uses the default model, see [`Scalar::forms`]).
     pub params: &'static [&'static str],
@@ -64,6 +66,8 @@ pub enum Value {
 
 pub struct Table {
     pub name: &'static str,
+    /// What its rows are, in a line: docs/sql.md is generated from it.
+    pub doc: &'static str,
     /// Parameters: required ones are positional everywhere; optional ones (trailing `?`) are
     /// hidden columns in SQLite and named parameters (`options := '…'`) in DuckDB.
     pub params: &'static [&'static str],
@@ -152,6 +156,7 @@ const MODEL: Kind = Kind::Text;
 pub const SCALARS: &[Scalar] = &[
     Scalar {
         name: "kvrec_version",
+        doc: "the version, e.g. `v0.1.0`",
         params: &[],
         kinds: &[],
         model: false,
@@ -159,6 +164,7 @@ pub const SCALARS: &[Scalar] = &[
     },
     Scalar {
         name: "kvrec_debug",
+        doc: "version, template version, build, devices and the host's caps, as text",
         params: &[],
         kinds: &[],
         model: false,
@@ -166,6 +172,7 @@ pub const SCALARS: &[Scalar] = &[
     },
     Scalar {
         name: "kvrec_template",
+        doc: "the default template spec, as JSON",
         params: &[],
         kinds: &[],
         model: false,
@@ -173,6 +180,7 @@ pub const SCALARS: &[Scalar] = &[
     },
     Scalar {
         name: "kvrec_prompt",
+        doc: "the prompt text of a request",
         params: &["user", "history", "candidates", "options?"],
         kinds: &[Kind::Json, Kind::Json, Kind::Json, Kind::Json],
         model: false,
@@ -180,6 +188,7 @@ pub const SCALARS: &[Scalar] = &[
     },
     Scalar {
         name: "kvrec_target",
+        doc: "the answer a model is trained on: the positive first, then the others",
         params: &["candidates", "positive_id", "options?"],
         kinds: &[Kind::Json, Kind::Int, Kind::Json],
         model: false,
@@ -187,6 +196,7 @@ pub const SCALARS: &[Scalar] = &[
     },
     Scalar {
         name: "kvrec_parse_answer",
+        doc: "JSON: the ids in a generated answer and whether it is a valid ranking",
         params: &["text", "candidates"],
         kinds: &[Kind::Text, Kind::Json],
         model: false,
@@ -194,6 +204,7 @@ pub const SCALARS: &[Scalar] = &[
     },
     Scalar {
         name: "kvrec_augment",
+        doc: "JSON: the request augmented by a strategy (`SC`, `SO`, `M3`, `SC+SO`, …)",
         params: &[
             "user",
             "history",
@@ -215,6 +226,7 @@ pub const SCALARS: &[Scalar] = &[
     },
     Scalar {
         name: "kvrec_load_model",
+        doc: "JSON: the loaded model's description; loads a GGUF under a name",
         params: &["name", "path", "options?"],
         kinds: &[Kind::Text, Kind::Text, Kind::Json],
         model: true,
@@ -222,6 +234,7 @@ pub const SCALARS: &[Scalar] = &[
     },
     Scalar {
         name: "kvrec_unload_model",
+        doc: "the name; the model's memory is freed when its running calls finish",
         params: &["name"],
         kinds: &[MODEL],
         model: true,
@@ -229,6 +242,7 @@ pub const SCALARS: &[Scalar] = &[
     },
     Scalar {
         name: "kvrec_lock_models",
+        doc: "a note; from then on models can neither be loaded nor unloaded in the process",
         params: &[],
         kinds: &[],
         model: true,
@@ -236,6 +250,7 @@ pub const SCALARS: &[Scalar] = &[
     },
     Scalar {
         name: "kvrec_configure",
+        doc: "JSON: the caps in force; the host's one start-up call (models, `lock_models`, caps), sealed after it",
         params: &["settings"],
         kinds: &[Kind::Json],
         model: true,
@@ -243,6 +258,7 @@ pub const SCALARS: &[Scalar] = &[
     },
     Scalar {
         name: "recommend",
+        doc: "the candidates' ids, best first (JSON array; `LIST` in DuckDB); without a model name, the model `default`",
         params: &["model?", "user", "history", "candidates", "options?"],
         kinds: &[MODEL, Kind::Json, Kind::Json, Kind::Json, Kind::Json],
         model: true,
@@ -250,6 +266,7 @@ pub const SCALARS: &[Scalar] = &[
     },
     Scalar {
         name: "recommend_topk",
+        doc: "the `k` best items of the model's whole catalog, best first",
         params: &["model?", "user", "history", "k", "options?"],
         kinds: &[MODEL, Kind::Json, Kind::Json, Kind::Int, Kind::Json],
         model: true,
@@ -269,6 +286,7 @@ const RANKED: &[(&str, Column)] = &[
 pub const TABLES: &[Table] = &[
     Table {
         name: "kvrec_augmentations",
+        doc: "one row per copy: the original and `copies` augmented ones (default 4)",
         params: &[
             "user",
             "history",
@@ -300,6 +318,7 @@ pub const TABLES: &[Table] = &[
     },
     Table {
         name: "kvrec_functions",
+        doc: "one row per SQL function: this table, as data",
         params: &[],
         kinds: &[],
         columns: &[
@@ -309,12 +328,14 @@ pub const TABLES: &[Table] = &[
             ("kinds", Column::Text),
             ("returns", Column::Text),
             ("reads_models", Column::Int),
+            ("doc", Column::Text),
         ],
         model: false,
         rows: table_fns::functions,
     },
     Table {
         name: "kvrec_models",
+        doc: "one row per loaded model",
         params: &[],
         kinds: &[],
         columns: &[
@@ -335,6 +356,7 @@ pub const TABLES: &[Table] = &[
     },
     Table {
         name: "recommend_each",
+        doc: "one row per candidate, best first, with its score",
         params: &["model", "user", "history", "candidates", "options?"],
         kinds: &[MODEL, Kind::Json, Kind::Json, Kind::Json, Kind::Json],
         columns: RANKED,
@@ -343,6 +365,7 @@ pub const TABLES: &[Table] = &[
     },
     Table {
         name: "recommend_topk_each",
+        doc: "one row per item of the `k` best of the catalog, with its score",
         params: &["model", "user", "history", "k", "options?"],
         kinds: &[MODEL, Kind::Json, Kind::Json, Kind::Int, Kind::Json],
         columns: RANKED,

@@ -92,6 +92,7 @@ pub fn functions(_: &dyn SqlArgs) -> Result<Vec<Vec<Value>>> {
                 Body::Ids(_) => "ids",
             }),
             Value::Int(i64::from(s.model)),
+            text(s.doc),
         ]
     });
     let tables = TABLES.iter().map(|t| {
@@ -107,6 +108,7 @@ pub fn functions(_: &dyn SqlArgs) -> Result<Vec<Vec<Value>>> {
             kinds(t.kinds),
             json(columns),
             Value::Int(i64::from(t.model)),
+            text(t.doc),
         ]
     });
     Ok(scalars.chain(tables).collect())

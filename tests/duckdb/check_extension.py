@@ -62,7 +62,7 @@ fails(f"SELECT kvrec_load_model('m', '{ext}.missing')", "does not exist")
 info = json.loads(one(f"SELECT kvrec_load_model('a', '{model_a}')"))
 assert info["architecture"] == "llama"
 assert con.execute("SELECT name, architecture FROM kvrec_models()").fetchall() == [("a", "llama")]
-# The columns of SQLite's kvrec_models(), in its order (README's SQL reference).
+# The columns of SQLite's kvrec_models(), in its order (docs/sql.md).
 columns = [d[0] for d in con.execute("SELECT * FROM kvrec_models()").description]
 assert columns == ["name", "path", "architecture", "size_bytes", "n_params", "n_ctx", "n_ctx_train",
                    "n_gpu_layers", "template_version", "template_source", "n_items"], columns
