@@ -8,7 +8,7 @@ DuckDB extension) and kvrec's default model, so that
     kvrec.load(conn)                      # the extension, and the default model as 'default'
     conn.execute("SELECT recommend(:user, :history, :candidates)", request)
 
-works without building anything. See https://github.com/ (README: Install).
+works without building anything. See docs/python.md in the kvrec repository.
 """
 import pathlib
 
