@@ -4,7 +4,7 @@ before any code renders them: each key value becomes a pseudo-item, an id that i
 ML-1M (so never a candidate), and three of them go ahead of every training sequence and every
 request's history. A model trained on that data with a template of `max_history` 23 reads the
 user's keys and the same 20 items as a served request. A probe, not the product path: a served
-request's history carries no such ids (docs/RESULTS.md, "User keys as pseudo-items").
+request's history carries no such ids (docs/experiments/2026-12-05-protocol-shaped-targets.md).
 
     python3 scripts/user_keys_probe.py DATA_DIR OUT_DIR [MOVIES_DAT]
 
