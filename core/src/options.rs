@@ -157,7 +157,12 @@ impl Options {
 
     /// The template to render with: the given spec or the default, with `max_history` applied.
     pub fn template_spec(&self) -> TemplateSpec {
-        let mut spec = self.template.clone().unwrap_or_default();
+        self.spec_over(self.template.as_ref().unwrap_or(&TemplateSpec::default()))
+    }
+
+    /// `base` (a model's template) with this call's `max_history` applied.
+    pub fn spec_over(&self, base: &TemplateSpec) -> TemplateSpec {
+        let mut spec = base.clone();
         if let Some(n) = self.max_history {
             spec.max_history = n;
         }

@@ -13,7 +13,6 @@ use kvrec_core::{KvrecError, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::cancel::Cancel;
-use crate::load_options::cores;
 
 /// The caps. Every field has a default that suits an embedded database on any machine; a
 /// server facing strangers also sets `max_call_ms` (Datasette's plugin sets its time limit).
@@ -49,6 +48,14 @@ impl Default for Limits {
             max_models: 16,
         }
     }
+}
+
+/// The cores this process may use; a context's default thread count. Read once: on Linux
+/// `available_parallelism` reads the cgroup's files each time (~0.1 ms), and every call
+/// consults the caps, which are made of it.
+pub fn cores() -> u32 {
+    static CORES: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
 }
 
 static LIMITS: RwLock<Option<Limits>> = RwLock::new(None);

@@ -32,11 +32,3 @@ impl LoadOptions {
         MAX_SEQUENCES.min(self.n_batch)
     }
 }
-
-/// The cores this process may use; a context's default thread count. Read once: on Linux
-/// `available_parallelism` reads the cgroup's files each time (~0.1 ms), and every call
-/// consults the caps, which are made of it.
-pub fn cores() -> u32 {
-    static CORES: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32))
-}

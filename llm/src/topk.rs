@@ -61,10 +61,7 @@ pub fn rank_catalog(
 ) -> Result<Ranking> {
     let tokens = item_tokens(model)?;
     let items = model.items.as_deref().unwrap_or_default();
-    let mut spec = model.template.clone();
-    if let Some(n) = options.max_history {
-        spec.max_history = n;
-    }
+    let spec = options.spec_over(&model.template);
     let (prompt, dropped) = fit_prompt(model, request, &spec, 0)?;
     let logits = model.with_context_threads(model.threads_for(options), cancel, |ctx| {
         decode_prompt(ctx, &prompt, &[0], model.load.n_batch as usize, cancel)

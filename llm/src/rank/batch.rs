@@ -27,10 +27,7 @@ pub fn rank_batch(
     options: &Options,
     cancel: &Cancel,
 ) -> Vec<Result<Ranking>> {
-    let mut spec = model.template.clone();
-    if let Some(n) = options.max_history {
-        spec.max_history = n;
-    }
+    let spec = options.spec_over(&model.template);
     if options.mode.unwrap_or_default() == Mode::Generate {
         return requests
             .iter()

@@ -50,10 +50,7 @@ pub fn rank(
     options: &Options,
     cancel: &Cancel,
 ) -> Result<Ranking> {
-    let mut spec = model.template.clone();
-    if let Some(n) = options.max_history {
-        spec.max_history = n;
-    }
+    let spec = options.spec_over(&model.template);
     let ranking = match options.mode.unwrap_or_default() {
         Mode::Score => score::score(model, request, &spec, options, cancel)?,
         Mode::Generate => generate::generate(model, request, &spec, options, cancel)?,

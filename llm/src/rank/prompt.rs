@@ -103,10 +103,7 @@ pub fn prompt_pass(
     options: &Options,
     cancel: &Cancel,
 ) -> Result<usize> {
-    let mut spec = model.template.clone();
-    if let Some(n) = options.max_history {
-        spec.max_history = n;
-    }
+    let spec = options.spec_over(&model.template);
     let (prompt, _) = fit_prompt(model, request, &spec, 0)?;
     model.with_context_threads(model.threads_for(options), cancel, |ctx| {
         decode_prompt(ctx, &prompt, &[0], model.load.n_batch as usize, cancel).map(|_| prompt.len())
