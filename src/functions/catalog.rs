@@ -4,22 +4,9 @@
 //! the same code and give the same results and errors.
 
 use kvrec_core::error::{KvrecError, Result};
-use kvrec_core::ItemId;
 
+pub use super::values::{Column, IdRows, Kind, Value};
 use super::{meta, model_fns, prompt_fns, table_fns, SqlArgs};
-
-/// How a parameter is declared to DuckDB (SQLite takes any value and the body checks it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// JSON text; in DuckDB scalars also any STRUCT / LIST value, which becomes JSON.
-    Json,
-    Text,
-    Int,
-}
-
-/// Ids of many rows (the app's ids: integers, or text for models trained on text ids), or
-/// the first failing row (0-based) and its error.
-pub type IdRows = std::result::Result<Vec<Vec<ItemId>>, (usize, KvrecError)>;
 
 /// What a scalar function returns, and the body that computes it.
 #[derive(Clone, Copy)]
@@ -42,26 +29,6 @@ pub struct Scalar {
     /// Reads files or the model registry: neither deterministic nor safe to cache.
     pub model: bool,
     pub body: Body,
-}
-
-/// A table function's column type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Column {
-    Int,
-    Real,
-    Text,
-    /// An item id: INTEGER, or TEXT for a model trained on text ids (DuckDB decides when it
-    /// binds the call, from the model it names).
-    Id,
-}
-
-/// One cell of a table function's output.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(String),
 }
 
 pub struct Table {
@@ -119,27 +86,6 @@ impl Scalar {
                     })?),
                 Err((_, e)) => Err(e),
             },
-        }
-    }
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Json => "json",
-            Kind::Text => "text",
-            Kind::Int => "int",
-        }
-    }
-}
-
-impl Column {
-    pub fn name(self) -> &'static str {
-        match self {
-            Column::Int => "int",
-            Column::Real => "real",
-            Column::Text => "text",
-            Column::Id => "id",
         }
     }
 }
@@ -331,7 +277,7 @@ pub const TABLES: &[Table] = &[
             ("doc", Column::Text),
         ],
         model: false,
-        rows: table_fns::functions,
+        rows: functions,
     },
     Table {
         name: "kvrec_models",
@@ -373,6 +319,47 @@ pub const TABLES: &[Table] = &[
         rows: table_fns::recommend_topk_each,
     },
 ];
+
+/// `kvrec_functions()`: the catalog itself, one row per SQL function: its parameters (`?`
+/// marks optional ones) and their kinds, and what it returns (for table functions, the
+/// columns as `name type`), so hosts, tools and tests can read what the extension offers.
+pub fn functions(_: &dyn SqlArgs) -> Result<Vec<Vec<Value>>> {
+    let text = |s: &str| Value::Text(s.to_string());
+    let json = |items: Vec<String>| Value::Text(serde_json::Value::from(items).to_string());
+    let names = |params: &[&str]| json(params.iter().map(|p| p.to_string()).collect());
+    let kinds = |kinds: &[Kind]| json(kinds.iter().map(|k| k.name().into()).collect());
+    let scalars = SCALARS.iter().map(|s| {
+        vec![
+            text(s.name),
+            text("scalar"),
+            names(s.params),
+            kinds(s.kinds),
+            text(match s.body {
+                Body::Text(_) => "text",
+                Body::Ids(_) => "ids",
+            }),
+            Value::Int(i64::from(s.model)),
+            text(s.doc),
+        ]
+    });
+    let tables = TABLES.iter().map(|t| {
+        let columns = t
+            .columns
+            .iter()
+            .map(|(name, column)| format!("{name} {}", column.name()))
+            .collect();
+        vec![
+            text(t.name),
+            text("table"),
+            names(t.params),
+            kinds(t.kinds),
+            json(columns),
+            Value::Int(i64::from(t.model)),
+            text(t.doc),
+        ]
+    });
+    Ok(scalars.chain(tables).collect())
+}
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@ pub mod meta;
 pub mod model_fns;
 pub mod prompt_fns;
 pub mod table_fns;
+pub mod values;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -9,8 +9,8 @@ use kvrec_core::request::parse_json;
 use kvrec_core::{ItemId, Request};
 use kvrec_llm::{limits, rank, rank_batch, rank_catalog, registry, Cancel, Limits, Model, Ranking};
 
-use super::catalog::IdRows;
 use super::prompt_fns::{CANDIDATES, HISTORY, OPTIONS, USER};
+use super::values::IdRows;
 use super::{guarded, SqlArgs};
 
 pub const MODEL: &str = "the name of a model loaded with kvrec_load_model()";
@@ -152,23 +152,38 @@ fn split_model<'a>(
 
 /// What a `recommend`-style call asks for: the model, the request (in the model's ids) and
 /// the options. `(user, history, candidates [, options])` uses `default`, `(model, user,
-/// history, candidates [, options])` the named one. The host's caps are checked before any
-/// JSON is read.
+/// history, candidates [, options])` the named one.
 pub fn parse_call(args: &dyn SqlArgs) -> Result<(Arc<Model>, Request, Options)> {
-    let caps = limits::get();
-    caps.check_request_bytes(args.text_bytes())?;
-    let (name, call) = split_model(args, CALL)?;
-    let user = parse_json("user", call.text(0, USER)?)?;
-    let history = parse_json("history", call.text(1, HISTORY)?)?;
-    let candidates = parse_json("candidates", call.text(2, CANDIDATES)?)?;
-    if let Some(list) = candidates.as_array() {
-        caps.check_candidates(list.len())?;
-    }
-    let options = Options::parse(call.opt_text(3, OPTIONS)?, CALL_OPTIONS)?;
-    caps.check_call(&options)?;
-    let model = registry::get(name)?;
+    let (model, user, history, candidates, options) =
+        parse_request(args, CALL, CALL_OPTIONS, |call| {
+            let candidates = parse_json("candidates", call.text(2, CANDIDATES)?)?;
+            if let Some(list) = candidates.as_array() {
+                limits::get().check_candidates(list.len())?;
+            }
+            Ok(candidates)
+        })?;
     let request = model.request(&user, &history, Some(&candidates))?;
     Ok((model, request, options))
+}
+
+/// What `recommend` and `recommend_topk` read alike: the host's caps are checked before any
+/// JSON is read, then the model, the user, the history, the third argument (`third` reads
+/// it: candidates or k) and the options, within the options `allowed`.
+fn parse_request<T>(
+    args: &dyn SqlArgs,
+    params: &'static [&'static str],
+    allowed: &[&str],
+    third: impl FnOnce(&dyn SqlArgs) -> Result<T>,
+) -> Result<(Arc<Model>, serde_json::Value, serde_json::Value, T, Options)> {
+    let caps = limits::get();
+    caps.check_request_bytes(args.text_bytes())?;
+    let (name, call) = split_model(args, params)?;
+    let user = parse_json("user", call.text(0, USER)?)?;
+    let history = parse_json("history", call.text(1, HISTORY)?)?;
+    let third = third(&*call)?;
+    let options = Options::parse(call.opt_text(3, OPTIONS)?, allowed)?;
+    caps.check_call(&options)?;
+    Ok((registry::get(name)?, user, history, third, options))
 }
 
 /// Runs one model call under the host's caps: it takes a slot among the calls running at
@@ -264,23 +279,19 @@ const TOPK_CALL: &[&str] = &["user", "history", "k", "options?"];
 /// `recommend_topk([model,] user, history, k [, options])`: the model, the request (no
 /// candidates, in the model's ids), `k` and the options.
 fn parse_topk(args: &dyn SqlArgs) -> Result<(Arc<Model>, Request, usize, Options)> {
-    let caps = limits::get();
-    caps.check_request_bytes(args.text_bytes())?;
-    let (name, call) = split_model(args, TOPK_CALL)?;
-    let user = parse_json("user", call.text(0, USER)?)?;
-    let history = parse_json("history", call.text(1, HISTORY)?)?;
-    let k = call.int(2, "an INTEGER number of items, e.g. 10")?;
-    if !(1..=1 << 20).contains(&k) {
-        return Err(KvrecError::OutOfRange {
-            arg: "k",
-            problem: format!("must be between 1 and {}, got {k}", 1 << 20),
-        });
-    }
-    let options = Options::parse(call.opt_text(3, OPTIONS)?, TOPK_OPTIONS)?;
-    caps.check_call(&options)?;
-    let model = registry::get(name)?;
+    let (model, user, history, k, options) =
+        parse_request(args, TOPK_CALL, TOPK_OPTIONS, |call| {
+            let k = call.int(2, "an INTEGER number of items, e.g. 10")?;
+            if !(1..=1 << 20).contains(&k) {
+                return Err(KvrecError::OutOfRange {
+                    arg: "k",
+                    problem: format!("must be between 1 and {}, got {k}", 1 << 20),
+                });
+            }
+            Ok(k as usize)
+        })?;
     let request = model.request(&user, &history, None)?;
-    Ok((model, request, k as usize, options))
+    Ok((model, request, k, options))
 }
 
 /// The `k` best items of the named model's whole catalog for the call's user and history.

@@ -9,9 +9,9 @@ use kvrec_core::ItemId;
 use kvrec_llm::{registry, Model, Ranking};
 use std::sync::Arc;
 
-use super::catalog::{Body, Value, SCALARS, TABLES};
 use super::model_fns::{ranking, topk_ranking};
 use super::prompt_fns::{augmented_json, CANDIDATES, HISTORY, OPTIONS, SEED, STRATEGY, USER};
+use super::values::Value;
 use super::SqlArgs;
 
 /// Copies above this are refused: each copy is a full prompt held in memory.
@@ -71,47 +71,6 @@ pub fn augmentations(args: &dyn SqlArgs) -> Result<Vec<Vec<Value>>> {
             ]
         })
         .collect())
-}
-
-/// `kvrec_functions()`: the catalog itself, one row per SQL function: its parameters (`?`
-/// marks optional ones) and their kinds, and what it returns (for table functions, the
-/// columns as `name type`), so hosts, tools and tests can read what the extension offers.
-pub fn functions(_: &dyn SqlArgs) -> Result<Vec<Vec<Value>>> {
-    let json = |items: Vec<String>| text(serde_json::Value::from(items).to_string());
-    let names = |params: &[&str]| json(params.iter().map(|p| p.to_string()).collect());
-    let kinds =
-        |kinds: &[super::catalog::Kind]| json(kinds.iter().map(|k| k.name().into()).collect());
-    let scalars = SCALARS.iter().map(|s| {
-        vec![
-            text(s.name),
-            text("scalar"),
-            names(s.params),
-            kinds(s.kinds),
-            text(match s.body {
-                Body::Text(_) => "text",
-                Body::Ids(_) => "ids",
-            }),
-            Value::Int(i64::from(s.model)),
-            text(s.doc),
-        ]
-    });
-    let tables = TABLES.iter().map(|t| {
-        let columns = t
-            .columns
-            .iter()
-            .map(|(name, column)| format!("{name} {}", column.name()))
-            .collect();
-        vec![
-            text(t.name),
-            text("table"),
-            names(t.params),
-            kinds(t.kinds),
-            json(columns),
-            Value::Int(i64::from(t.model)),
-            text(t.doc),
-        ]
-    });
-    Ok(scalars.chain(tables).collect())
 }
 
 /// Whether the model a `recommend_each`-style call names answers with text ids (its `id`
