@@ -286,18 +286,26 @@ fn batched(
 
 pub fn markdown(rows: &[BenchRow]) -> String {
     let base = rows[0].requests_per_s;
-    let mut out = String::from("| path | requests | requests/s | prompt tokens/s | p50 ms | p95 ms | vs raw |\n|---|---|---|---|---|---|---|\n");
-    for r in rows {
-        out.push_str(&format!(
-            "| {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.2} |\n",
-            r.path,
-            r.requests,
-            r.requests_per_s,
-            r.prompt_tokens_per_s,
-            r.p50_ms,
-            r.p95_ms,
-            r.requests_per_s / base
-        ));
-    }
-    out
+    crate::table::markdown(
+        &[
+            "path",
+            "requests",
+            "requests/s",
+            "prompt tokens/s",
+            "p50 ms",
+            "p95 ms",
+            "vs raw",
+        ],
+        rows.iter().map(|r| {
+            vec![
+                r.path.clone(),
+                r.requests.to_string(),
+                format!("{:.1}", r.requests_per_s),
+                format!("{:.0}", r.prompt_tokens_per_s),
+                format!("{:.1}", r.p50_ms),
+                format!("{:.1}", r.p95_ms),
+                format!("{:.2}", r.requests_per_s / base),
+            ]
+        }),
+    )
 }

@@ -189,23 +189,30 @@ pub fn evaluate_model(
 }
 
 pub fn markdown(rows: &[CatalogRow]) -> String {
-    let mut out = String::from(
-        "| method | requests | eligible items | HR@1 | HR@10 | HR@50 | NDCG@10 | requests/s |\n|---|---|---|---|---|---|---|---|\n",
-    );
-    for r in rows {
-        out.push_str(&format!(
-            "| {} | {} | {:.0} | {:.4} | {:.4} | {:.4} | {:.4} | {:.1} |\n",
-            r.method,
-            r.requests,
-            r.eligible,
-            r.hr_at_1,
-            r.hr_at_10,
-            r.hr_at_50,
-            r.ndcg_at_10,
-            r.requests_per_s
-        ));
-    }
-    out
+    crate::table::markdown(
+        &[
+            "method",
+            "requests",
+            "eligible items",
+            "HR@1",
+            "HR@10",
+            "HR@50",
+            "NDCG@10",
+            "requests/s",
+        ],
+        rows.iter().map(|r| {
+            vec![
+                r.method.clone(),
+                r.requests.to_string(),
+                format!("{:.0}", r.eligible),
+                format!("{:.4}", r.hr_at_1),
+                format!("{:.4}", r.hr_at_10),
+                format!("{:.4}", r.hr_at_50),
+                format!("{:.4}", r.ndcg_at_10),
+                format!("{:.1}", r.requests_per_s),
+            ]
+        }),
+    )
 }
 
 #[cfg(test)]

@@ -132,17 +132,33 @@ pub fn evaluate_model(
 
 /// The table in the layout of the paper's Tables 1–2 plus throughput.
 pub fn markdown(rows: &[EvalRow]) -> String {
-    let mut out = String::from(
-        "| method | n | HR@1 | HR@3 | HR@5 | NDCG@3 | NDCG@5 | ER | requests/s |\n|---|---|---|---|---|---|---|---|---|\n",
-    );
-    for r in rows {
-        let s = &r.summary;
-        out.push_str(&format!(
-            "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.3} | {:.0} |\n",
-            r.method, s.n, s.hr1, s.hr3, s.hr5, s.ndcg3, s.ndcg5, s.error_rate, r.requests_per_s
-        ));
-    }
-    out
+    crate::table::markdown(
+        &[
+            "method",
+            "n",
+            "HR@1",
+            "HR@3",
+            "HR@5",
+            "NDCG@3",
+            "NDCG@5",
+            "ER",
+            "requests/s",
+        ],
+        rows.iter().map(|r| {
+            let s = &r.summary;
+            vec![
+                r.method.clone(),
+                s.n.to_string(),
+                format!("{:.4}", s.hr1),
+                format!("{:.4}", s.hr3),
+                format!("{:.4}", s.hr5),
+                format!("{:.4}", s.ndcg3),
+                format!("{:.4}", s.ndcg5),
+                format!("{:.3}", s.error_rate),
+                format!("{:.0}", r.requests_per_s),
+            ]
+        }),
+    )
 }
 
 /// The last row (the method under test: the model when one is given) against every other on
@@ -150,26 +166,31 @@ pub fn markdown(rows: &[EvalRow]) -> String {
 pub fn paired_markdown(rows: &[EvalRow], seed: u64) -> String {
     let mut out = String::new();
     if let Some((last, others)) = rows.split_last() {
-        out.push_str(
-            "| paired | n | ΔHR@1 [95 % CI] | ΔNDCG@3 [95 % CI] | wins / losses (HR@1) |\n|---|---|---|---|---|\n",
-        );
-        for other in others {
-            let p = paired::compare(&last.outcomes, &other.outcomes, seed);
-            out.push_str(&format!(
-                "| {} − {} | {} | {:+.4} [{:+.4}, {:+.4}] | {:+.4} [{:+.4}, {:+.4}] | {} / {} |\n",
-                last.method,
-                other.method,
-                p.n,
-                p.hr1_diff,
-                p.hr1_ci.0,
-                p.hr1_ci.1,
-                p.ndcg3_diff,
-                p.ndcg3_ci.0,
-                p.ndcg3_ci.1,
-                p.wins,
-                p.losses
-            ));
-        }
+        out.push_str(&crate::table::markdown(
+            &[
+                "paired",
+                "n",
+                "ΔHR@1 [95 % CI]",
+                "ΔNDCG@3 [95 % CI]",
+                "wins / losses (HR@1)",
+            ],
+            others.iter().map(|other| {
+                let p = paired::compare(&last.outcomes, &other.outcomes, seed);
+                vec![
+                    format!("{} − {}", last.method, other.method),
+                    p.n.to_string(),
+                    format!(
+                        "{:+.4} [{:+.4}, {:+.4}]",
+                        p.hr1_diff, p.hr1_ci.0, p.hr1_ci.1
+                    ),
+                    format!(
+                        "{:+.4} [{:+.4}, {:+.4}]",
+                        p.ndcg3_diff, p.ndcg3_ci.0, p.ndcg3_ci.1
+                    ),
+                    format!("{} / {}", p.wins, p.losses),
+                ]
+            }),
+        ));
     }
     let ranks = rows
         .iter()
@@ -178,18 +199,22 @@ pub fn paired_markdown(rows: &[EvalRow], seed: u64) -> String {
         .filter(|&r| r < 1000)
         .max()
         .unwrap_or(1);
-    out.push_str("\n| positive at rank |");
-    for r in 1..=ranks {
-        out.push_str(&format!(" {r} |"));
-    }
-    out.push_str(&format!("\n|---|{}\n", "---|".repeat(ranks)));
-    for row in rows {
-        out.push_str(&format!("| {} |", row.method));
-        for share in paired::rank_histogram(&row.outcomes, ranks) {
-            out.push_str(&format!(" {share:.3} |"));
-        }
-        out.push('\n');
-    }
+    let numbers: Vec<String> = (1..=ranks).map(|r| r.to_string()).collect();
+    let mut header = vec!["positive at rank"];
+    header.extend(numbers.iter().map(String::as_str));
+    out.push('\n');
+    out.push_str(&crate::table::markdown(
+        &header,
+        rows.iter().map(|row| {
+            let mut cells = vec![row.method.clone()];
+            cells.extend(
+                paired::rank_histogram(&row.outcomes, ranks)
+                    .into_iter()
+                    .map(|share| format!("{share:.3}")),
+            );
+            cells
+        }),
+    ));
     out
 }
 

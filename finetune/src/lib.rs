@@ -17,5 +17,6 @@ pub mod movielens;
 pub mod paired;
 pub mod protocol;
 pub mod recipe;
+pub mod table;
 pub mod train;
 pub mod training_data;
