@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use crate::interactions::Interactions;
 use crate::protocol::{self, ProtocolConfig, ProtocolData};
-use crate::train::item_keys::{self, ITEM_KEYS_FILE};
-use crate::train::item_vectors::{self, ITEM_VECTORS_FILE};
+use crate::train::item_features::keys::{self as item_keys, ITEM_KEYS_FILE};
+use crate::train::item_features::vectors::{self as item_vectors, ITEM_VECTORS_FILE};
 use crate::{db, io, recipe, training_data};
 
 /// The file that marks a complete data folder.
@@ -60,9 +60,7 @@ pub fn write(
         &item_keys::of_items(&interactions.items),
     )?;
     if let Some(model) = &extras.item_text_model {
-        let threads = extras
-            .threads
-            .unwrap_or_else(kvrec_llm::load_options::cores);
+        let threads = extras.threads.unwrap_or_else(kvrec_llm::limits::cores);
         let vectors = item_vectors::of_items(&interactions.items, model, threads)?;
         io::write_jsonl(&partial.join(ITEM_VECTORS_FILE), &vectors)?;
     }

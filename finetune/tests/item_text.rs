@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kvrec_finetune::io::read_jsonl;
-use kvrec_finetune::train::item_vectors::{ItemVector, ITEM_VECTORS_FILE};
+use kvrec_finetune::train::item_features::vectors::{ItemVector, ITEM_VECTORS_FILE};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kvrec-item-text-{name}-{}", std::process::id()));

@@ -19,8 +19,11 @@ use kvrec_finetune::train::base::Base;
 use kvrec_finetune::train::lora::{self, Lora, LoraSpec};
 use kvrec_finetune::train::sequence::ItemClasses;
 use kvrec_finetune::train::{
-    self, bpe, checkpoint, item_keys, item_vectors, model, model::Transformer,
-    targets::TargetOptions, TrainConfig,
+    self, bpe, checkpoint,
+    item_features::{columns::FeatureColumns, keys as item_keys, vectors as item_vectors},
+    model,
+    model::Transformer,
+    TargetOptions, TrainConfig,
 };
 use kvrec_finetune::training_data::{self, TrainingRow};
 use kvrec_llm::llama_file::LlamaShape;
@@ -1036,17 +1039,20 @@ fn item_keys_and_vectors_train_fold_into_the_export_and_llama_cpp_scores_alike()
 
     // The key matrix is fixed; the keys' embeddings, started at zero, have learned.
     let (tokenizer, model) = export_and_load(&run, "item-keys");
-    assert!(model.has_item_keys());
+    assert!(model.has_item_features());
     let saved = checkpoint::tensors(&run.join("checkpoint.safetensors")).unwrap();
     let classes =
         ItemClasses::new(&tokenizer, &config.template, config.number_tokens as i64).unwrap();
     let vocab = tokenizer.get_vocab_size(true);
-    let (matrix, names) = item_keys::matrix(&keys, &classes, vocab).unwrap();
-    let (text, text_names) = item_vectors::matrix(&vectors, &classes, vocab).unwrap();
+    let FeatureColumns { matrix, names } = item_keys::matrix(&keys, &classes, vocab).unwrap();
+    let FeatureColumns {
+        matrix: text,
+        names: text_names,
+    } = item_vectors::matrix(&vectors, &classes, vocab).unwrap();
     assert_eq!(text_names.len(), 6);
     // The keys' columns, then the text's.
     let both = Tensor::cat(&[&matrix, &text], 1).unwrap();
-    assert_eq!(max_diff(&both, &saved[model::ITEM_KEY_MATRIX]), 0.0);
+    assert_eq!(max_diff(&both, &saved[model::ITEM_FEATURE_MATRIX]), 0.0);
     let text_row = |id: i64| -> Vec<f32> {
         text.get(classes.token(id).unwrap() as usize)
             .unwrap()
@@ -1074,7 +1080,7 @@ fn item_keys_and_vectors_train_fold_into_the_export_and_llama_cpp_scores_alike()
         };
         assert_eq!(*weight, expected, "{name} of item {}", several.id);
     }
-    for name in [model::ITEM_KEY_INPUT, model::ITEM_KEY_OUTPUT] {
+    for name in [model::ITEM_FEATURE_INPUT, model::ITEM_FEATURE_OUTPUT] {
         let trained = saved[name].abs().unwrap().max_all().unwrap();
         assert!(trained.to_scalar::<f32>().unwrap() > 1e-3, "{name} trained");
     }

@@ -7,7 +7,7 @@ use clap::{ArgMatches, Args, ValueEnum};
 use kvrec_core::template::{CandidateIdPosition, TemplateSpec};
 use kvrec_finetune::io;
 use kvrec_finetune::protocol::{Instance, Sequence};
-use kvrec_finetune::train::{self, lora::LoraSpec, targets::TargetOptions, TrainConfig};
+use kvrec_finetune::train::{self, lora::LoraSpec, TargetOptions, TrainConfig};
 use kvrec_finetune::training_data::TrainingRow;
 use serde_json::Value;
 

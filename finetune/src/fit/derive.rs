@@ -5,7 +5,7 @@
 use kvrec_core::template::TemplateSpec;
 
 use super::shape::DataShape;
-use crate::train::targets::TargetOptions;
+use crate::train::TargetOptions;
 use crate::train::TrainConfig;
 
 /// The sequence template every fitted model serves with: the prompt is the last 20 item ids.

@@ -117,10 +117,16 @@ fn saved(out: &Path, state: &str, weights: &str) -> Result<Option<(PathBuf, Save
     Ok(Some((out.join(weights), saved)))
 }
 
-/// Every tensor of a checkpoint by name.
+/// Every tensor of a checkpoint by name. Checkpoints written before the item features had a
+/// name of their own stored them as `item_keys.*`: they load under today's names, so older
+/// runs still resume and export.
 pub fn tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
-    candle_core::safetensors::load(path, &Device::Cpu)
-        .with_context(|| format!("reading checkpoint {}", path.display()))
+    let loaded = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("reading checkpoint {}", path.display()))?;
+    Ok(loaded
+        .into_iter()
+        .map(|(name, tensor)| (name.replace("item_keys.", "item_features."), tensor))
+        .collect())
 }
 
 /// A from-scratch model's weights, e.g. for export.
@@ -141,7 +147,7 @@ pub fn load_model(
         })
         .collect::<Result<Vec<_>>>()?;
     let mut model = Transformer::from_weights(shape, weights, tied)?;
-    if let Some(matrix) = tensors.get(model::ITEM_KEY_MATRIX) {
+    if let Some(matrix) = tensors.get(model::ITEM_FEATURE_MATRIX) {
         let named = |name: &str| {
             tensors
                 .get(name)
@@ -151,9 +157,9 @@ pub fn load_model(
         let output = if tied {
             None
         } else {
-            Some(named(model::ITEM_KEY_OUTPUT)?)
+            Some(named(model::ITEM_FEATURE_OUTPUT)?)
         };
-        model.attach_item_keys(matrix.clone(), named(model::ITEM_KEY_INPUT)?, output)?;
+        model.attach_item_features(matrix.clone(), named(model::ITEM_FEATURE_INPUT)?, output)?;
     }
     Ok((model, tensors))
 }

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::lora::LoraSpec;
-use super::targets::TargetOptions;
 
 /// Everything that determines a run; written to `<out>/run.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,12 +89,12 @@ pub struct TrainConfig {
     #[serde(default)]
     pub shuffle_ties: bool,
     /// Sequence stage: item keys (`item_keys.jsonl` from `data`) whose embeddings every item
-    /// with that key shares (see [`super::item_keys`]).
+    /// with that key shares (see [`super::item_features`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_keys: Option<PathBuf>,
     /// Sequence stage: item text vectors (`item_vectors.jsonl` from `data
     /// --item-text-model`), projected into every item's embedding (see
-    /// [`super::item_vectors`]).
+    /// [`super::item_features`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_vectors: Option<PathBuf>,
     /// Batches of examples of about one length (see [`super::bucketed_batch_indices`]).
@@ -269,5 +268,86 @@ fn strip_nulls(value: &mut Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(strip_nulls),
         _ => {}
+    }
+}
+
+/// The run's choice of targets (part of its configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TargetOptions {
+    /// Leave each target's earlier items out of its softmax.
+    #[serde(default)]
+    pub mask_seen: bool,
+    /// Leave the items rated after each target (but its spread targets) out of its softmax.
+    #[serde(default)]
+    pub mask_later: bool,
+    /// Spread the target over this many items from the next on (0 and 1: the next only).
+    #[serde(default)]
+    pub future_items: usize,
+    /// Weight of the j-th item after the next, relative to the next: `decay^j`.
+    #[serde(default = "half")]
+    pub future_decay: f64,
+    /// Also rank each next item among this many uniform unrated catalog items (0: off).
+    #[serde(default)]
+    pub sampled_negatives: usize,
+    /// The weight of that term beside the full softmax's.
+    #[serde(default = "one_f64")]
+    pub sampled_weight: f64,
+    /// Run each step's softmax over the classes its rows are pulled toward and this many
+    /// drawn uniformly from the catalog (0: over every item); see [`Goal::over_sample`].
+    #[serde(default)]
+    pub output_sample: usize,
+}
+
+fn one_f64() -> f64 {
+    1.0
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+impl Default for TargetOptions {
+    fn default() -> Self {
+        TargetOptions {
+            mask_seen: false,
+            mask_later: false,
+            future_items: 0,
+            future_decay: half(),
+            sampled_negatives: 0,
+            sampled_weight: one_f64(),
+            output_sample: 0,
+        }
+    }
+}
+
+impl TargetOptions {
+    pub fn check(&self) -> Result<()> {
+        if self.future_items > 1 && !(self.future_decay > 0.0 && self.future_decay <= 1.0) {
+            bail!(
+                "--future-decay {} is not a weight: give one in (0, 1], e.g. 0.5",
+                self.future_decay
+            );
+        }
+        if self.sampled_negatives > 0
+            && (self.sampled_weight.is_nan() || self.sampled_weight <= 0.0)
+        {
+            bail!(
+                "--sampled-weight {} is not a weight: give a positive one, e.g. 1",
+                self.sampled_weight
+            );
+        }
+        if self.output_sample > 0 && self.sampled_negatives > 0 {
+            bail!("--output-sample and --sampled-negatives do not go together; pick one");
+        }
+        Ok(())
+    }
+
+    /// Whether a run trains toward anything but its next item over every item.
+    pub fn any(&self) -> bool {
+        self.mask_seen
+            || self.mask_later
+            || self.future_items > 1
+            || self.sampled_negatives > 0
+            || self.output_sample > 0
     }
 }

@@ -6,10 +6,20 @@ use candle_core::{Device, Tensor};
 use kvrec_core::template::TemplateSpec;
 use kvrec_core::Request;
 
+use std::sync::Arc;
+
 use super::config::TrainConfig;
-use super::targets::SequenceSpan;
 use super::tokenizer::TextTokenizer;
 use crate::training_data::TrainingRow;
+
+/// A window's place in its user's whole sequence: `ids[offset + k]` of the example is item
+/// `items[start + k]`.
+#[derive(Debug, Clone)]
+pub struct SequenceSpan {
+    pub items: Arc<[i64]>,
+    pub start: usize,
+    pub offset: usize,
+}
 
 /// One tokenized training example: `[BOS] prompt answer [EOS]`.
 #[derive(Debug, Clone)]

@@ -10,8 +10,7 @@ pub mod base;
 pub mod bpe;
 pub mod checkpoint;
 pub mod export;
-pub mod item_keys;
-pub mod item_vectors;
+pub mod item_features;
 pub mod lora;
 pub mod model;
 pub mod optimizer;
@@ -25,7 +24,7 @@ mod schedule;
 mod tokenizer;
 mod trainer;
 
-pub use config::TrainConfig;
+pub use config::{TargetOptions, TrainConfig};
 pub use examples::{batch, examples, Batch, Example};
 pub use schedule::{batch_indices, bucketed_batch_indices, learning_rate};
 pub use tokenizer::TextTokenizer;

@@ -17,8 +17,8 @@ use kvrec_core::rng::Rng;
 use kvrec_core::template::{Layout, TemplateSpec};
 
 use super::examples::Example;
+use super::examples::SequenceSpan;
 use super::model::Transformer;
-use super::targets::SequenceSpan;
 use super::tokenizer::TextTokenizer;
 use crate::metrics::Metrics;
 use crate::protocol::{Instance, Sequence};

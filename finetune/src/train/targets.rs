@@ -24,106 +24,15 @@
 //!   output layer of a 20k-item catalog then costs a tenth as much.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 use kvrec_core::rng::Rng;
 
+use super::config::TargetOptions;
 use super::examples::Example;
 use crate::protocol::draw_unrated;
-
-/// A window's place in its user's whole sequence: `ids[offset + k]` of the example is item
-/// `items[start + k]`.
-#[derive(Debug, Clone)]
-pub struct SequenceSpan {
-    pub items: Arc<[i64]>,
-    pub start: usize,
-    pub offset: usize,
-}
-
-/// The run's choice of targets (part of its configuration).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct TargetOptions {
-    /// Leave each target's earlier items out of its softmax.
-    #[serde(default)]
-    pub mask_seen: bool,
-    /// Leave the items rated after each target (but its spread targets) out of its softmax.
-    #[serde(default)]
-    pub mask_later: bool,
-    /// Spread the target over this many items from the next on (0 and 1: the next only).
-    #[serde(default)]
-    pub future_items: usize,
-    /// Weight of the j-th item after the next, relative to the next: `decay^j`.
-    #[serde(default = "half")]
-    pub future_decay: f64,
-    /// Also rank each next item among this many uniform unrated catalog items (0: off).
-    #[serde(default)]
-    pub sampled_negatives: usize,
-    /// The weight of that term beside the full softmax's.
-    #[serde(default = "one")]
-    pub sampled_weight: f64,
-    /// Run each step's softmax over the classes its rows are pulled toward and this many
-    /// drawn uniformly from the catalog (0: over every item); see [`Goal::over_sample`].
-    #[serde(default)]
-    pub output_sample: usize,
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-fn half() -> f64 {
-    0.5
-}
-
-impl Default for TargetOptions {
-    fn default() -> Self {
-        TargetOptions {
-            mask_seen: false,
-            mask_later: false,
-            future_items: 0,
-            future_decay: half(),
-            sampled_negatives: 0,
-            sampled_weight: one(),
-            output_sample: 0,
-        }
-    }
-}
-
-impl TargetOptions {
-    pub fn check(&self) -> Result<()> {
-        if self.future_items > 1 && !(self.future_decay > 0.0 && self.future_decay <= 1.0) {
-            bail!(
-                "--future-decay {} is not a weight: give one in (0, 1], e.g. 0.5",
-                self.future_decay
-            );
-        }
-        if self.sampled_negatives > 0
-            && (self.sampled_weight.is_nan() || self.sampled_weight <= 0.0)
-        {
-            bail!(
-                "--sampled-weight {} is not a weight: give a positive one, e.g. 1",
-                self.sampled_weight
-            );
-        }
-        if self.output_sample > 0 && self.sampled_negatives > 0 {
-            bail!("--output-sample and --sampled-negatives do not go together; pick one");
-        }
-        Ok(())
-    }
-
-    /// Whether a run trains toward anything but its next item over every item.
-    pub fn any(&self) -> bool {
-        self.mask_seen
-            || self.mask_later
-            || self.future_items > 1
-            || self.sampled_negatives > 0
-            || self.output_sample > 0
-    }
-}
 
 /// A batch's targets: position `r` of the loss rows is pulled toward class `c` with weight
 /// `w` for every `(r·classes + c, w)` in `picks`/`weights` (each row's weights sum to one);
@@ -391,6 +300,8 @@ pub fn goal(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::examples::SequenceSpan;
+    use std::sync::Arc;
 
     /// A window over items 5 6 7 8 9 of the sequence 3 4 5 6 7 8 9, `[BOS]` first: targets at
     /// ids 2..=4 (items 6, 7, 8), item 9 beyond the window's targets.

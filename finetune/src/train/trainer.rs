@@ -1,7 +1,7 @@
 //! The training loop: a run from its corpus to checkpoints, the loss curve, validation and
 //! the best epoch, resumable to the same curve.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -12,13 +12,13 @@ use serde::Serialize;
 
 use super::average::WeightAverage;
 use super::base::Base;
-use super::examples::row_examples;
+use super::examples::{row_examples, Batch};
 use super::lora::Lora;
 use super::model::Transformer;
 use super::optimizer::AdamW;
 use super::schedule::{batch_indices, bucketed_batch_indices, learning_rate};
 use super::{
-    batch, checkpoint, item_keys, plot, sequence, targets, Example, TextTokenizer, TrainConfig,
+    batch, checkpoint, item_features, plot, sequence, targets, Example, TextTokenizer, TrainConfig,
 };
 use crate::protocol::{Instance, Sequence};
 use crate::training_data::TrainingRow;
@@ -146,7 +146,8 @@ pub fn run_corpus(
     run_within(config, corpus, out, resume, limits, progress)
 }
 
-/// [`run_corpus`] within [`Limits`].
+/// [`run_corpus`] within [`Limits`]: set up the model, the data and the optimizer, then step
+/// until the epochs, the patience, the step limit or the deadline end the run.
 pub fn run_within(
     config: &TrainConfig,
     corpus: Corpus,
@@ -158,23 +159,239 @@ pub fn run_within(
     config.check()?;
     keep_freed_memory();
     std::fs::create_dir_all(out)?;
-    let resumed = if resume {
-        checkpoint::latest(out)?
+    let mut run = Run::set_up(config, corpus, out, resume, limits, progress)?;
+    let mut stopped_by = if run.end < run.total {
+        "steps"
     } else {
-        None
+        "epochs"
     };
-    if resume && resumed.is_none() {
-        eprintln!("no checkpoint in {}: starting from scratch", out.display());
-    }
-    if let Some((_, saved)) = &resumed {
-        if &saved.config != config {
-            bail!(
-                "{} was trained with another configuration; resume with the same options or use a new --out",
-                out.display()
-            );
+    let mut steps_done = run.weights.start_step;
+    for step in run.weights.start_step..run.end {
+        steps_done = step + 1;
+        run.step(step)?;
+        if let Some(reason) = run.after_step(step)? {
+            stopped_by = reason;
+            break;
         }
     }
-    let (mut model, tokenizer) = match (&config.base, &config.lora) {
+    Ok(run.finish(steps_done, stopped_by))
+}
+
+/// A run under way: what it trains, on what, and its record so far.
+struct Run<'a> {
+    config: &'a TrainConfig,
+    out: &'a Path,
+    limits: Limits,
+    model: Transformer,
+    tokenizer: Box<dyn TextTokenizer>,
+    pad: u32,
+    data: Data<'a>,
+    weights: Weights,
+    records: Records,
+    meter: Meter,
+    parameters: usize,
+    per_epoch: usize,
+    total: usize,
+    /// The step this call stops at (a step limit may end it before `total`).
+    end: usize,
+}
+
+impl<'a> Run<'a> {
+    fn set_up(
+        config: &'a TrainConfig,
+        corpus: Corpus<'a>,
+        out: &'a Path,
+        resume: bool,
+        limits: Limits,
+        progress: bool,
+    ) -> Result<Run<'a>> {
+        let resumed = resumed_checkpoint(config, out, resume)?;
+        let (mut model, tokenizer) = model_and_tokenizer(config, corpus, out, resumed.as_ref())?;
+        let data = Data::prepare(
+            config,
+            corpus,
+            out,
+            &mut model,
+            tokenizer.as_ref(),
+            progress,
+        )?;
+        let pad = tokenizer.eos()?;
+        let weights = Weights::new(config, &model, resumed.as_ref())?;
+        let per_epoch = data.examples.len().div_ceil(config.batch);
+        let total = ((per_epoch as f64) * config.epochs).ceil().max(1.0) as usize;
+        let parameters = write_run_json(out, config, &model, data.examples.len(), total)?;
+        let start = weights.start_step;
+        Ok(Run {
+            records: Records::read(out, start)?,
+            meter: Meter::new(progress, limits, total - start),
+            end: limits.steps.map_or(total, |n| (start + n).min(total)),
+            config,
+            out,
+            limits,
+            model,
+            tokenizer,
+            pad,
+            data,
+            weights,
+            parameters,
+            per_epoch,
+            total,
+        })
+    }
+
+    /// Step `step`: a batch, its loss, the optimizer's update and the loss curve's row.
+    fn step(&mut self, step: usize) -> Result<()> {
+        let config = self.config;
+        let data = &mut self.data;
+        data.ready_for(config, self.tokenizer.as_ref(), step / self.per_epoch)?;
+        let indices = if config.length_buckets {
+            bucketed_batch_indices(&data.lengths, config.batch, config.seed, step)
+        } else {
+            batch_indices(data.examples.len(), config.batch, config.seed, step)
+        };
+        let picked: Vec<&Example> = indices.iter().map(|&i| &data.examples[i]).collect();
+        let batch = batch(&picked, self.pad, config.answer_weight)?;
+        let loss = step_loss(config, &self.model, data, &picked, &batch, step)?;
+        let lr = learning_rate(config, step, self.total);
+        let loss = self.weights.step(&loss, lr, step)?;
+        self.meter.stepped(batch.tokens, loss);
+        let epoch = (step + 1) as f64 / self.per_epoch as f64;
+        self.records
+            .curve
+            .push(self.meter.curve_row(step + 1, epoch, lr));
+        self.meter.show_step(epoch);
+        Ok(())
+    }
+
+    /// After step `step`: the checkpoint, the epoch's validation and the best epoch, and
+    /// whether the run stops here (`patience` or `deadline`).
+    fn after_step(&mut self, step: usize) -> Result<Option<&'static str>> {
+        let (config, done) = (self.config, step + 1);
+        let epoch_end = done % self.per_epoch == 0 || done == self.total;
+        let validating = !self.data.valid.is_empty() && epoch_end;
+        // Past the deadline mid-epoch (a first epoch longer than the budget): what was learnt
+        // is kept as a checkpoint that --resume continues.
+        let out_of_time = self.limits.deadline.is_some_and(|d| Instant::now() >= d);
+        if done % config.checkpoint_every == 0 || done == self.end || validating || out_of_time {
+            let unvalidated = self.data.valid.is_empty();
+            save(
+                self.out,
+                config,
+                &self.weights,
+                &self.records,
+                done,
+                unvalidated,
+            )?;
+        }
+        // Validation requests come only with sequences, which always have item classes.
+        if let Some(items) = self.data.items.as_ref().filter(|_| validating) {
+            let tokenizer = self.tokenizer.as_ref();
+            let scores = validate_epoch(
+                config,
+                &self.model,
+                tokenizer,
+                items,
+                self.data.valid,
+                &mut self.weights,
+            )?;
+            let epoch = done.div_ceil(self.per_epoch);
+            let bar = self.meter.bar.as_ref();
+            self.records
+                .validated(self.out, done, epoch, scores, &self.weights, bar)?;
+            let patience = config.patience;
+            if patience > 0
+                && self
+                    .records
+                    .best
+                    .is_some_and(|(e, _)| epoch >= e + patience)
+            {
+                return Ok(Some("patience"));
+            }
+        }
+        let steps_here = done - self.weights.start_step;
+        let next_misses = || {
+            self.meter
+                .next_epoch_misses(self.limits, steps_here, self.per_epoch)
+        };
+        if done < self.end && (out_of_time || (epoch_end && next_misses())) {
+            return Ok(Some("deadline"));
+        }
+        Ok(None)
+    }
+
+    fn finish(mut self, steps: usize, stopped_by: &'static str) -> RunSummary {
+        if let Some(bar) = self.meter.bar.take() {
+            bar.finish();
+        }
+        RunSummary {
+            steps,
+            examples: self.data.examples.len(),
+            tokens_seen: self.meter.tokens_seen,
+            final_loss: self.meter.last_loss,
+            seconds: self.meter.started.elapsed().as_secs_f64(),
+            parameters: self.parameters,
+            steps_per_epoch: self.per_epoch,
+            best: self.records.best,
+            stopped_by,
+        }
+    }
+}
+
+/// Writes `run.json`: the configuration, the model's shape and size, the examples and the
+/// steps of the run; returns the count of trained parameters.
+fn write_run_json(
+    out: &Path,
+    config: &TrainConfig,
+    model: &Transformer,
+    examples: usize,
+    steps: usize,
+) -> Result<usize> {
+    let parameters = match &model.lora {
+        Some(lora) => lora.parameter_count(),
+        None => model.parameter_count(),
+    };
+    let run = serde_json::json!({
+        "config": config,
+        "shape": model.shape,
+        "parameters": parameters,
+        "examples": examples,
+        "steps": steps,
+    });
+    std::fs::write(out.join("run.json"), serde_json::to_string_pretty(&run)?)?;
+    Ok(parameters)
+}
+
+/// The checkpoint a resumed run continues from, when there is one and it was trained with
+/// this configuration.
+fn resumed_checkpoint(
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+) -> Result<Option<(PathBuf, checkpoint::Saved)>> {
+    if !resume {
+        return Ok(None);
+    }
+    let resumed = checkpoint::latest(out)?;
+    match &resumed {
+        None => eprintln!("no checkpoint in {}: starting from scratch", out.display()),
+        Some((_, saved)) if &saved.config != config => bail!(
+            "{} was trained with another configuration; resume with the same options or use a new --out",
+            out.display()
+        ),
+        Some(_) => {}
+    }
+    Ok(resumed)
+}
+
+/// The model a run trains and the tokenizer of its text: a frozen base with LoRA adapters, or
+/// a model from scratch (fresh, resumed, or begun from another run's weights).
+fn model_and_tokenizer(
+    config: &TrainConfig,
+    corpus: Corpus,
+    out: &Path,
+    resumed: Option<&(PathBuf, checkpoint::Saved)>,
+) -> Result<(Transformer, Box<dyn TextTokenizer>)> {
+    match (&config.base, &config.lora) {
         (Some(base), Some(spec)) => {
             let base = Base::read(base)?;
             let mut model = base.model()?;
@@ -189,13 +406,12 @@ pub fn run_within(
                     format!("llama.cpp could not load the base {}", base.path.display())
                 })?,
             );
-            model.lora = Some(match &resumed {
-                Some((path, _)) => {
-                    Lora::from_tensors(spec, &model.lora_sites(spec)?, &checkpoint::tensors(path)?)?
-                }
-                None => Lora::init(spec, &model.lora_sites(spec)?, config.seed)?,
+            let sites = model.lora_sites(spec)?;
+            model.lora = Some(match resumed {
+                Some((path, _)) => Lora::from_tensors(spec, &sites, &checkpoint::tensors(path)?)?,
+                None => Lora::init(spec, &sites, config.seed)?,
             });
-            (model, tokenizer)
+            Ok((model, tokenizer))
         }
         (None, None) => {
             let tokenizer =
@@ -204,7 +420,7 @@ pub fn run_within(
                 n_vocab: tokenizer.get_vocab_size(true),
                 ..config.shape()
             };
-            let init = match (&resumed, &config.init_from) {
+            let init = match (resumed, &config.init_from) {
                 (None, Some(run)) => Some(
                     checkpoint::latest(run)?
                         .with_context(|| format!("{} holds no checkpoint", run.display()))?
@@ -212,30 +428,115 @@ pub fn run_within(
                 ),
                 _ => None,
             };
-            let model = match resumed.as_ref().map(|(path, _)| path).or(init.as_ref()) {
+            let model = match resumed.map(|(path, _)| path).or(init.as_ref()) {
                 Some(path) => checkpoint::load_model(path, shape, config.tied)?.0,
                 None => Transformer::init(shape, config.seed, config.tied)?,
             };
-            (model, Box::new(tokenizer) as Box<dyn TextTokenizer>)
+            Ok((model, Box::new(tokenizer)))
         }
         _ => bail!("LoRA needs both a base GGUF and adapter settings"),
-    };
-    let context = config.context.min(model.shape.context);
-    let window = config.sequence_window.min(context.saturating_sub(1));
-    let mut catalog_classes: Vec<u32> = Vec::new();
-    let (sequences, valid) = match corpus {
+    }
+}
+
+/// What the steps read: the examples (an epoch's windows, which --shuffle-ties reorders each
+/// epoch), their lengths, and for the sequence stage the sequences, the item classes, the
+/// catalog and the validation requests.
+struct Data<'a> {
+    sequences: Option<Vec<Sequence>>,
+    valid: &'a [Instance],
+    catalog: Vec<u32>,
+    items: Option<sequence::ItemClasses>,
+    examples: Vec<Example>,
+    /// Every epoch's windows have the same lengths (--shuffle-ties reorders within them).
+    lengths: Vec<usize>,
+    epoch: usize,
+    window: usize,
+}
+
+impl<'a> Data<'a> {
+    fn prepare(
+        config: &TrainConfig,
+        corpus: Corpus<'a>,
+        out: &Path,
+        model: &mut Transformer,
+        tokenizer: &dyn TextTokenizer,
+        progress: bool,
+    ) -> Result<Data<'a>> {
+        let context = config.context.min(model.shape.context);
+        let window = config.sequence_window.min(context.saturating_sub(1));
+        let (sequences, valid, catalog) = sequences_of(config, corpus, out)?;
+        if sequences.is_some() {
+            model.attention_span = (config.attention_span > 0).then_some(config.attention_span);
+        }
+        let examples = match (corpus, &sequences) {
+            (Corpus::Rows(rows), _) => row_examples(config, rows, tokenizer, context, progress)?,
+            (_, Some(sequences)) => sequence_examples(config, tokenizer, window, sequences, 0)?,
+            (_, None) => unreachable!("a sequence corpus keeps its sequences"),
+        };
+        // After the examples, whose error names a template without the sequence layout.
+        let items = match &sequences {
+            Some(_) => Some(sequence::ItemClasses::new(
+                tokenizer,
+                &config.template,
+                config.number_tokens as i64,
+            )?),
+            None => None,
+        };
+        if examples.is_empty() {
+            bail!("no training rows");
+        }
+        attach_item_features(config, model, items.as_ref())?;
+        Ok(Data {
+            sequences,
+            valid,
+            catalog,
+            items,
+            lengths: examples.iter().map(|e| e.ids.len()).collect(),
+            examples,
+            epoch: 0,
+            window,
+        })
+    }
+
+    /// The examples of `epoch`: with --shuffle-ties each epoch orders every second's items
+    /// anew; other runs keep the first epoch's.
+    fn ready_for(
+        &mut self,
+        config: &TrainConfig,
+        tokenizer: &dyn TextTokenizer,
+        epoch: usize,
+    ) -> Result<()> {
+        if let Some(sequences) = self.sequences.as_ref().filter(|_| config.shuffle_ties) {
+            if epoch != self.epoch {
+                self.epoch = epoch;
+                self.examples =
+                    sequence_examples(config, tokenizer, self.window, sequences, epoch)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A sequence corpus's training sequences (each user's last item held out when there are
+/// validation requests), its validation requests, and its catalog as item classes, written
+/// to [`CATALOG_FILE`]: what the exported model ranks in `recommend_topk`. Rows have none.
+fn sequences_of<'a>(
+    config: &TrainConfig,
+    corpus: Corpus<'a>,
+    out: &Path,
+) -> Result<SequenceParts<'a>> {
+    match corpus {
         Corpus::Rows(_) if config.targets.any() => {
             bail!("--mask-seen, --mask-later, --future-items and --sampled-negatives shape the sequence stage's targets; pass train_sequences.jsonl with --sequence-window")
         }
         Corpus::Rows(_) if config.shuffle_ties => {
             bail!("--shuffle-ties orders training sequences; pass train_sequences.jsonl with --sequence-window")
         }
-        Corpus::Rows(_) => (None, &[][..]),
+        Corpus::Rows(_) => Ok((None, &[][..], Vec::new())),
         Corpus::Sequences { sequences, valid } => {
             if config.sequence_window < 2 {
                 bail!("the sequence stage needs windows of at least 2 items (--sequence-window)");
             }
-            // The catalog the exported model ranks in `recommend_topk`: every item trained on.
             let catalog: std::collections::BTreeSet<i64> = sequences
                 .iter()
                 .flat_map(|s| s.items.iter().copied())
@@ -244,7 +545,7 @@ pub fn run_within(
                 &out.join(CATALOG_FILE),
                 serde_json::to_string(&catalog)?.as_bytes(),
             )?;
-            catalog_classes = catalog
+            let classes = catalog
                 .iter()
                 .filter_map(|&id| u32::try_from(id).ok())
                 .collect();
@@ -253,301 +554,363 @@ pub fn run_within(
             } else {
                 sequence::hold_out_last(sequences, valid)?
             };
-            model.attention_span = (config.attention_span > 0).then_some(config.attention_span);
-            (Some(sequences), valid)
+            Ok((Some(sequences), valid, classes))
         }
-    };
-    // An epoch's windows: with --shuffle-ties each epoch orders every second's items anew
-    // (seeded by the epoch, so a resumed run sees the same orders); the windows, and so the
-    // steps of an epoch, stay the same.
-    let sequence_examples = |sequences: &[Sequence], epoch: usize| -> Result<Vec<Example>> {
-        let shuffled;
-        let sequences = if config.shuffle_ties {
-            let seed = Rng::fork(config.seed ^ TIES_STREAM, epoch as u64).next_u64();
-            shuffled = sequence::shuffle_ties(sequences, seed)?;
-            &shuffled[..]
-        } else {
-            sequences
-        };
-        sequence::examples(sequences, tokenizer.as_ref(), &config.template, window)
-    };
-    let mut examples_epoch = 0;
-    let mut examples = match (&corpus, &sequences) {
-        (Corpus::Rows(rows), _) => {
-            row_examples(config, rows, tokenizer.as_ref(), context, progress)?
-        }
-        (_, Some(sequences)) => sequence_examples(sequences, examples_epoch)?,
-        (_, None) => unreachable!("a sequence corpus keeps its sequences"),
-    };
-    // After the examples, whose error names a template without the sequence layout.
-    let items = match &sequences {
-        Some(_) => Some(sequence::ItemClasses::new(
-            tokenizer.as_ref(),
-            &config.template,
-            config.number_tokens as i64,
-        )?),
-        None => None,
-    };
-    if examples.is_empty() {
-        bail!("no training rows");
     }
-    let item_inputs = [
+}
+
+/// The training sequences, the validation requests and the catalog's item classes.
+type SequenceParts<'a> = (Option<Vec<Sequence>>, &'a [Instance], Vec<u32>);
+
+/// An epoch's windows of `sequences`; with --shuffle-ties the items of each second in an
+/// order seeded by the epoch, so a resumed run sees the same orders.
+fn sequence_examples(
+    config: &TrainConfig,
+    tokenizer: &dyn TextTokenizer,
+    window: usize,
+    sequences: &[Sequence],
+    epoch: usize,
+) -> Result<Vec<Example>> {
+    let shuffled;
+    let sequences = if config.shuffle_ties {
+        let seed = Rng::fork(config.seed ^ TIES_STREAM, epoch as u64).next_u64();
+        shuffled = sequence::shuffle_ties(sequences, seed)?;
+        &shuffled[..]
+    } else {
+        sequences
+    };
+    sequence::examples(sequences, tokenizer, &config.template, window)
+}
+
+/// Gives the model the item keys and text vectors the configuration names, where it can
+/// take them (the sequence stage, from scratch) and has none yet (a resumed run's came with
+/// its checkpoint).
+fn attach_item_features(
+    config: &TrainConfig,
+    model: &mut Transformer,
+    items: Option<&sequence::ItemClasses>,
+) -> Result<()> {
+    let inputs = [
         ("--item-keys", config.item_keys.as_deref()),
         ("--item-vectors", config.item_vectors.as_deref()),
     ];
-    if let Some((option, _)) = item_inputs.iter().find(|(_, path)| path.is_some()) {
-        match &items {
-            _ if config.lora.is_some() => bail!(
-                "{option} trains new embeddings, which a frozen LoRA base cannot; train from scratch"
-            ),
-            None => bail!(
-                "{option} gives item embeddings to the sequence stage; pass train_sequences.jsonl with --sequence-window"
-            ),
-            // A resumed run's keys and vectors came with its checkpoint.
-            Some(items) if !model.has_item_keys() => item_keys::attach(
-                &mut model,
-                config.item_keys.as_deref(),
-                config.item_vectors.as_deref(),
-                items,
-            )?,
-            Some(_) => {}
-        }
-    }
-    let pad = tokenizer.eos()?;
-    // Every epoch's windows have the same lengths (--shuffle-ties reorders within them).
-    let lengths: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
-    let per_epoch = examples.len().div_ceil(config.batch);
-    let total = ((per_epoch as f64) * config.epochs).ceil().max(1.0) as usize;
-    let (names, vars) = trainable(&model);
-    let (mut optimizer, start_step) = match &resumed {
-        Some((path, saved)) => (
-            checkpoint::optimizer(path, &names, saved.step, config.weight_decay)?,
-            saved.step,
+    let Some((option, _)) = inputs.iter().find(|(_, path)| path.is_some()) else {
+        return Ok(());
+    };
+    match items {
+        _ if config.lora.is_some() => bail!(
+            "{option} trains new embeddings, which a frozen LoRA base cannot; train from scratch"
         ),
-        None => (AdamW::new(&vars, config.weight_decay)?, 0),
-    };
-    let mut average = match (&resumed, config.ema > 0.0) {
-        (_, false) => None,
-        (Some((path, _)), true) => Some(WeightAverage::from_checkpoint(
-            config.ema,
+        None => bail!(
+            "{option} gives item embeddings to the sequence stage; pass train_sequences.jsonl with --sequence-window"
+        ),
+        Some(items) if !model.has_item_features() => item_features::attach(
+            model,
+            config.item_keys.as_deref(),
+            config.item_vectors.as_deref(),
+            items,
+        ),
+        Some(_) => Ok(()),
+    }
+}
+
+/// What the optimizer updates and keeps: the trainable tensors, AdamW's moments and the
+/// weight average (--ema), as the checkpoint left them when resumed.
+struct Weights {
+    names: Vec<String>,
+    vars: Vec<Var>,
+    optimizer: AdamW,
+    average: Option<WeightAverage>,
+    start_step: usize,
+}
+
+impl Weights {
+    fn new(
+        config: &TrainConfig,
+        model: &Transformer,
+        resumed: Option<&(PathBuf, checkpoint::Saved)>,
+    ) -> Result<Weights> {
+        let (names, vars) = trainable(model);
+        let (optimizer, start_step) = match resumed {
+            Some((path, saved)) => (
+                checkpoint::optimizer(path, &names, saved.step, config.weight_decay)?,
+                saved.step,
+            ),
+            None => (AdamW::new(&vars, config.weight_decay)?, 0),
+        };
+        let average = match (resumed, config.ema > 0.0) {
+            (_, false) => None,
+            (Some((path, _)), true) => Some(WeightAverage::from_checkpoint(
+                config.ema,
+                start_step,
+                &names,
+                &checkpoint::tensors(path)?,
+            )?),
+            (None, true) => Some(WeightAverage::new(config.ema, &vars)?),
+        };
+        Ok(Weights {
+            names,
+            vars,
+            optimizer,
+            average,
             start_step,
-            &names,
-            &checkpoint::tensors(path)?,
-        )?),
-        (None, true) => Some(WeightAverage::new(config.ema, &vars)?),
-    };
-    let parameters = match &model.lora {
-        Some(lora) => lora.parameter_count(),
-        None => model.parameter_count(),
-    };
-    std::fs::write(
-        out.join("run.json"),
-        serde_json::to_string_pretty(&serde_json::json!({
-            "config": config,
-            "shape": model.shape,
-            "parameters": parameters,
-            "examples": examples.len(),
-            "steps": total,
-        }))?,
-    )?;
-    let loss_csv = out.join("loss.csv");
-    let mut curve = checkpoint::loss_rows_before(&loss_csv, start_step)?;
-    let mut validation = checkpoint::loss_rows_before(&out.join("valid.csv"), start_step)?;
-    let mut best = validation
-        .iter()
-        .filter_map(|row| checkpoint::epoch_hr1(row))
-        .fold(None, |best: Option<(usize, f64)>, (e, h)| {
-            if best.is_none_or(|(_, b)| h > b) {
-                Some((e, h))
-            } else {
-                best
-            }
-        });
-    // With a deadline the bar is the budget's time, which ends training before the steps do.
-    let budget = limits
-        .deadline
-        .map(|d| d.saturating_duration_since(Instant::now()).as_secs().max(1));
-    let bar = progress.then(|| match budget {
-        Some(seconds) => budget_bar(seconds),
-        None => crate::eval::progress(total - start_step, "training"),
-    });
-    let started = Instant::now();
-    let (mut tokens_seen, mut last_loss) = (0usize, f64::NAN);
-    let end = limits.steps.map_or(total, |n| (start_step + n).min(total));
-    let mut stopped_by = if end < total { "steps" } else { "epochs" };
-    let mut steps_done = start_step;
-    for step in start_step..end {
-        steps_done = step + 1;
-        if let Some(sequences) = sequences.as_ref().filter(|_| config.shuffle_ties) {
-            if step / per_epoch != examples_epoch {
-                examples_epoch = step / per_epoch;
-                examples = sequence_examples(sequences, examples_epoch)?;
-            }
-        }
-        let indices = if config.length_buckets {
-            bucketed_batch_indices(&lengths, config.batch, config.seed, step)
-        } else {
-            batch_indices(examples.len(), config.batch, config.seed, step)
-        };
-        let picked: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
-        let batch = batch(&picked, pad, config.answer_weight)?;
-        let loss = match &items {
-            Some(items) => {
-                let mut masks = Rng::fork(config.seed ^ DROPOUT_STREAM, step as u64);
-                let hidden =
-                    model.hidden_with(&batch.ids, Some((config.dropout as f32, &mut masks)))?;
-                let draw = targets::NegativeDraw {
-                    catalog: &catalog_classes,
-                    rng: Rng::fork(config.seed ^ NEGATIVES_STREAM, step as u64),
-                };
-                let goal = targets::goal(
-                    &picked,
-                    &items.classes(&batch.targets)?.to_vec1::<u32>()?,
-                    items.tokens.len(),
-                    &config.targets,
-                    Some(draw),
-                )?;
-                match config.targets.output_sample {
-                    0 => model.loss_over(&hidden, &batch.rows, &items.tensor, &goal)?,
-                    k => {
-                        let mut rng = Rng::fork(config.seed ^ OUTPUT_SAMPLE_STREAM, step as u64);
-                        let (goal, columns) = goal.over_sample(&catalog_classes, k, &mut rng)?;
-                        let index = Tensor::new(columns.as_slice(), &Device::Cpu)?;
-                        let tokens = items.tensor.index_select(&index, 0)?;
-                        model.loss_over(&hidden, &batch.rows, &tokens, &goal)?
-                    }
-                }
-            }
-            None => model.loss(&batch.ids, &batch.rows, &batch.targets)?,
-        };
-        last_loss = f64::from(loss.to_scalar::<f32>()?);
-        if !last_loss.is_finite() {
-            bail!("the loss diverged at step {step} ({last_loss}); lower --lr");
+        })
+    }
+
+    /// One optimizer step down `loss` at rate `lr`; returns the loss.
+    fn step(&mut self, loss: &Tensor, lr: f64, step: usize) -> Result<f64> {
+        let value = f64::from(loss.to_scalar::<f32>()?);
+        if !value.is_finite() {
+            bail!("the loss diverged at step {step} ({value}); lower --lr");
         }
         let grads = loss.backward()?;
-        let lr = learning_rate(config, step, total);
-        optimizer.step(&vars, &grads, lr)?;
-        if let Some(average) = average.as_mut() {
-            average.update(&vars)?;
+        self.optimizer.step(&self.vars, &grads, lr)?;
+        if let Some(average) = self.average.as_mut() {
+            average.update(&self.vars)?;
         }
-        tokens_seen += batch.tokens;
-        let rate = tokens_seen as f64 / started.elapsed().as_secs_f64();
-        curve.push(format!(
-            "{},{:.4},{last_loss:.5},{lr:.6},{rate:.0}",
-            step + 1,
-            (step + 1) as f64 / per_epoch as f64
-        ));
-        if let Some(bar) = &bar {
-            bar.set_message(format!(
-                "training: epoch {:.2}, loss {last_loss:.4}, {rate:.0} tok/s",
-                (step + 1) as f64 / per_epoch as f64
+        Ok(value)
+    }
+}
+
+/// One step's loss on the batch of examples `picked`: the sequence stage's over the item
+/// classes (with its target options, and over a sample of them with --output-sample), or the
+/// rows' over every token.
+fn step_loss(
+    config: &TrainConfig,
+    model: &Transformer,
+    data: &Data,
+    picked: &[&Example],
+    batch: &Batch,
+    step: usize,
+) -> Result<Tensor> {
+    let Some(items) = &data.items else {
+        return Ok(model.loss(&batch.ids, &batch.rows, &batch.targets)?);
+    };
+    let mut masks = Rng::fork(config.seed ^ DROPOUT_STREAM, step as u64);
+    let hidden = model.hidden_with(&batch.ids, Some((config.dropout as f32, &mut masks)))?;
+    let draw = targets::NegativeDraw {
+        catalog: &data.catalog,
+        rng: Rng::fork(config.seed ^ NEGATIVES_STREAM, step as u64),
+    };
+    let goal = targets::goal(
+        picked,
+        &items.classes(&batch.targets)?.to_vec1::<u32>()?,
+        items.tokens.len(),
+        &config.targets,
+        Some(draw),
+    )?;
+    Ok(match config.targets.output_sample {
+        0 => model.loss_over(&hidden, &batch.rows, &items.tensor, &goal)?,
+        k => {
+            let mut rng = Rng::fork(config.seed ^ OUTPUT_SAMPLE_STREAM, step as u64);
+            let (goal, columns) = goal.over_sample(&data.catalog, k, &mut rng)?;
+            let index = Tensor::new(columns.as_slice(), &Device::Cpu)?;
+            let tokens = items.tensor.index_select(&index, 0)?;
+            model.loss_over(&hidden, &batch.rows, &tokens, &goal)?
+        }
+    })
+}
+
+/// Writes the checkpoint after `step`, and the loss curve and its picture.
+fn save(
+    out: &Path,
+    config: &TrainConfig,
+    weights: &Weights,
+    records: &Records,
+    step: usize,
+    unvalidated: bool,
+) -> Result<()> {
+    let average = weights.average.as_ref();
+    checkpoint::save(
+        out,
+        &weights.names,
+        &weights.vars,
+        &weights.optimizer,
+        average,
+        config,
+        step,
+    )?;
+    if average.is_some() && unvalidated {
+        // Nothing ranks the epochs: export takes the latest average.
+        checkpoint::keep_as_best(out, &weights.names, average)?;
+    }
+    checkpoint::write_rows(
+        &out.join(LOSS_FILE),
+        "step,epoch,loss,lr,tokens_per_s",
+        &records.curve,
+    )?;
+    let losses: Vec<f64> = records
+        .curve
+        .iter()
+        .filter_map(|row| row.split(',').nth(2)?.parse().ok())
+        .collect();
+    plot::loss_png(&losses, &out.join("loss.png"))
+}
+
+/// HR@1 and NDCG@3 of the model on the validation requests, and with --ema those of the
+/// averaged weights, the raw ones' beside them: the two show what averaging adds.
+fn validate_epoch(
+    config: &TrainConfig,
+    model: &Transformer,
+    tokenizer: &dyn TextTokenizer,
+    items: &sequence::ItemClasses,
+    valid: &[Instance],
+    weights: &mut Weights,
+) -> Result<Validated> {
+    let validate =
+        |model: &Transformer| sequence::validate(model, tokenizer, &config.template, items, valid);
+    match weights.average.as_mut() {
+        Some(average) => {
+            let raw = validate(model)?;
+            average.swap(&weights.vars)?;
+            let averaged = validate(model);
+            // Back to the raw weights before anything can fail: training goes on.
+            average.swap(&weights.vars)?;
+            Ok((averaged?, Some(raw)))
+        }
+        None => Ok((validate(model)?, None)),
+    }
+}
+
+/// An epoch's validation: HR@1 and NDCG@3 of the weights kept, and of the raw weights when
+/// an average is kept.
+type Validated = ((f64, f64), Option<(f64, f64)>);
+
+/// The loss curve of the run.
+const LOSS_FILE: &str = "loss.csv";
+/// The validation rows of the run.
+const VALID_FILE: &str = "valid.csv";
+
+/// The run's record: the loss curve, the validation rows and the best epoch, read back up to
+/// the step a resumed run continues from.
+struct Records {
+    curve: Vec<String>,
+    validation: Vec<String>,
+    best: Option<(usize, f64)>,
+}
+
+impl Records {
+    fn read(out: &Path, start_step: usize) -> Result<Records> {
+        let validation = checkpoint::loss_rows_before(&out.join(VALID_FILE), start_step)?;
+        let best = validation
+            .iter()
+            .filter_map(|row| checkpoint::epoch_hr1(row))
+            .fold(None, |best: Option<(usize, f64)>, (e, h)| {
+                if best.is_none_or(|(_, b)| h > b) {
+                    Some((e, h))
+                } else {
+                    best
+                }
+            });
+        Ok(Records {
+            curve: checkpoint::loss_rows_before(&out.join(LOSS_FILE), start_step)?,
+            validation,
+            best,
+        })
+    }
+
+    /// Records epoch `epoch`'s validation, keeps its weights when they are the best so far,
+    /// and says so on the progress bar.
+    fn validated(
+        &mut self,
+        out: &Path,
+        step: usize,
+        epoch: usize,
+        ((hr1, ndcg3), raw): Validated,
+        weights: &Weights,
+        bar: Option<&indicatif::ProgressBar>,
+    ) -> Result<()> {
+        if hr1 > self.best.map_or(f64::NEG_INFINITY, |(_, h)| h) {
+            self.best = Some((epoch, hr1));
+            checkpoint::keep_as_best(out, &weights.names, weights.average.as_ref())?;
+        }
+        let mut row = format!("{step},{epoch},{hr1:.4},{ndcg3:.4}");
+        let mut header = "step,epoch,hr1,ndcg3".to_string();
+        if let Some((raw_hr1, raw_ndcg3)) = raw {
+            row.push_str(&format!(",{raw_hr1:.4},{raw_ndcg3:.4}"));
+            header.push_str(",raw_hr1,raw_ndcg3");
+        }
+        self.validation.push(row);
+        checkpoint::write_rows(&out.join(VALID_FILE), &header, &self.validation)?;
+        if let Some(bar) = bar {
+            let raw = raw.map_or(String::new(), |(h, n)| {
+                format!(" (raw weights {h:.4}, {n:.4})")
+            });
+            bar.println(format!(
+                "epoch {epoch}: validation HR@1 {hr1:.4}, NDCG@3 {ndcg3:.4}{raw}"
             ));
-            match budget {
-                Some(_) => bar.set_position(started.elapsed().as_secs()),
+        }
+        Ok(())
+    }
+}
+
+/// The run's pace: tokens, the last loss, the clock, and the progress bar (over the steps,
+/// or with a deadline over the budget's time, which ends training before the steps do).
+struct Meter {
+    bar: Option<indicatif::ProgressBar>,
+    budget: Option<u64>,
+    started: Instant,
+    tokens_seen: usize,
+    last_loss: f64,
+}
+
+impl Meter {
+    fn new(progress: bool, limits: Limits, steps: usize) -> Meter {
+        let budget = limits
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()).as_secs().max(1));
+        let bar = progress.then(|| match budget {
+            Some(seconds) => budget_bar(seconds),
+            None => crate::eval::progress(steps, "training"),
+        });
+        Meter {
+            bar,
+            budget,
+            started: Instant::now(),
+            tokens_seen: 0,
+            last_loss: f64::NAN,
+        }
+    }
+
+    fn stepped(&mut self, tokens: usize, loss: f64) {
+        self.tokens_seen += tokens;
+        self.last_loss = loss;
+    }
+
+    fn rate(&self) -> f64 {
+        self.tokens_seen as f64 / self.started.elapsed().as_secs_f64()
+    }
+
+    /// The loss curve's row of `step`.
+    fn curve_row(&self, step: usize, epoch: f64, lr: f64) -> String {
+        let (loss, rate) = (self.last_loss, self.rate());
+        format!("{step},{epoch:.4},{loss:.5},{lr:.6},{rate:.0}")
+    }
+
+    fn show_step(&self, epoch: f64) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "training: epoch {epoch:.2}, loss {:.4}, {:.0} tok/s",
+                self.last_loss,
+                self.rate()
+            ));
+            match self.budget {
+                Some(_) => bar.set_position(self.started.elapsed().as_secs()),
                 None => bar.inc(1),
             }
         }
-        let epoch_end = (step + 1) % per_epoch == 0 || step + 1 == total;
-        let validating = !valid.is_empty() && epoch_end;
-        // Past the deadline mid-epoch (a first epoch longer than the budget): what was learnt
-        // is kept as a checkpoint that --resume continues.
-        let out_of_time = limits.deadline.is_some_and(|d| Instant::now() >= d);
-        let saving = (step + 1) % config.checkpoint_every == 0 || step + 1 == end;
-        if saving || validating || out_of_time {
-            checkpoint::save(
-                out,
-                &names,
-                &vars,
-                &optimizer,
-                average.as_ref(),
-                config,
-                step + 1,
-            )?;
-            if average.is_some() && valid.is_empty() {
-                // Nothing ranks the epochs: export takes the latest average.
-                checkpoint::keep_as_best(out, &names, average.as_ref())?;
-            }
-            checkpoint::write_rows(&loss_csv, "step,epoch,loss,lr,tokens_per_s", &curve)?;
-            let losses: Vec<f64> = curve
-                .iter()
-                .filter_map(|row| row.split(',').nth(2)?.parse().ok())
-                .collect();
-            plot::loss_png(&losses, &out.join("loss.png"))?;
-        }
-        // Validation requests come only with sequences, which always have item classes.
-        if let Some(items) = items.as_ref().filter(|_| validating) {
-            let validate = |model: &Transformer| {
-                sequence::validate(model, tokenizer.as_ref(), &config.template, items, valid)
-            };
-            // With an average, the raw weights are ranked too: the two columns show what
-            // averaging adds at every epoch.
-            let ((hr1, ndcg3), raw) = match average.as_mut() {
-                Some(average) => {
-                    let raw = validate(&model)?;
-                    average.swap(&vars)?;
-                    let averaged = validate(&model);
-                    // Back to the raw weights before anything can fail: training goes on.
-                    average.swap(&vars)?;
-                    (averaged?, Some(raw))
-                }
-                None => (validate(&model)?, None),
-            };
-            let epoch = (step + 1).div_ceil(per_epoch);
-            if hr1 > best.map_or(f64::NEG_INFINITY, |(_, h)| h) {
-                best = Some((epoch, hr1));
-                checkpoint::keep_as_best(out, &names, average.as_ref())?;
-            }
-            let mut row = format!("{},{epoch},{hr1:.4},{ndcg3:.4}", step + 1);
-            let mut header = "step,epoch,hr1,ndcg3".to_string();
-            if let Some((raw_hr1, raw_ndcg3)) = raw {
-                row.push_str(&format!(",{raw_hr1:.4},{raw_ndcg3:.4}"));
-                header.push_str(",raw_hr1,raw_ndcg3");
-            }
-            validation.push(row);
-            checkpoint::write_rows(&out.join("valid.csv"), &header, &validation)?;
-            if let Some(bar) = &bar {
-                let raw = raw.map_or(String::new(), |(h, n)| {
-                    format!(" (raw weights {h:.4}, {n:.4})")
-                });
-                bar.println(format!(
-                    "epoch {epoch}: validation HR@1 {hr1:.4}, NDCG@3 {ndcg3:.4}{raw}"
-                ));
-            }
-            if config.patience > 0 && best.is_some_and(|(e, _)| epoch >= e + config.patience) {
-                stopped_by = "patience";
-                break;
-            }
-        }
-        if out_of_time && step + 1 < end {
-            stopped_by = "deadline";
-            break;
-        }
-        if epoch_end && step + 1 < end {
-            if let Some(deadline) = limits.deadline {
-                // The epochs of this call so far, on average, predict the next one.
-                let epochs_here = (step + 1 - start_step) as f64 / per_epoch as f64;
-                let next = started.elapsed().as_secs_f64() / epochs_here;
-                if Instant::now() + std::time::Duration::from_secs_f64(next) > deadline {
-                    stopped_by = "deadline";
-                    break;
-                }
-            }
-        }
     }
-    if let Some(bar) = bar {
-        bar.finish();
+
+    /// Whether the next epoch would end past the deadline: the epochs of this call so far,
+    /// `steps` steps of `per_epoch`, on average predict it.
+    fn next_epoch_misses(&self, limits: Limits, steps: usize, per_epoch: usize) -> bool {
+        let Some(deadline) = limits.deadline else {
+            return false;
+        };
+        let epochs_here = steps as f64 / per_epoch as f64;
+        let next = self.started.elapsed().as_secs_f64() / epochs_here;
+        Instant::now() + std::time::Duration::from_secs_f64(next) > deadline
     }
-    Ok(RunSummary {
-        steps: steps_done,
-        examples: examples.len(),
-        tokens_seen,
-        final_loss: last_loss,
-        seconds: started.elapsed().as_secs_f64(),
-        parameters,
-        steps_per_epoch: per_epoch,
-        best,
-        stopped_by,
-    })
 }
 
 /// A progress bar over `seconds` of budget.

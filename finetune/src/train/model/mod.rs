@@ -36,15 +36,16 @@ const MAX_ROPE_POSITIONS: usize = 8192;
 /// A named weight: GGUF name, PyTorch-order dims, values.
 pub type NamedWeight = (String, Vec<usize>, Vec<f32>);
 
-/// Item keys (`train --item-keys`): a fixed `(vocab, keys)` matrix of each item token's keys
-/// (genres, decade; a row sums to one per key), not trained…
-pub const ITEM_KEY_MATRIX: &str = "item_keys.matrix";
-/// …and the keys' own input and output embeddings, `(keys, d)`, added through the matrix to
-/// every item's embedding and head row. Export folds them in: the GGUF is a plain llama.
-pub const ITEM_KEY_INPUT: &str = "item_keys.token_embd";
-pub const ITEM_KEY_OUTPUT: &str = "item_keys.output";
-/// The item-key tensors: checkpoints carry them, the GGUF does not (export folds them in).
-const ITEM_KEY_TENSORS: [&str; 3] = [ITEM_KEY_MATRIX, ITEM_KEY_INPUT, ITEM_KEY_OUTPUT];
+/// Item features (`train --item-keys`, `--item-vectors`; see [`crate::train::item_features`]):
+/// a fixed `(vocab, columns)` matrix of each item token's keys and text vector, not trained…
+pub const ITEM_FEATURE_MATRIX: &str = "item_features.matrix";
+/// …and the columns' own input and output embeddings, `(columns, d)`, added through the matrix
+/// to every item's embedding and head row. Export folds them in: the GGUF is a plain llama.
+pub const ITEM_FEATURE_INPUT: &str = "item_features.token_embd";
+pub const ITEM_FEATURE_OUTPUT: &str = "item_features.output";
+/// The item-feature tensors: checkpoints carry them, the GGUF does not (export folds them in).
+const ITEM_FEATURE_TENSORS: [&str; 3] =
+    [ITEM_FEATURE_MATRIX, ITEM_FEATURE_INPUT, ITEM_FEATURE_OUTPUT];
 
 /// The trainable model: one [`Var`] per GGUF tensor.
 pub struct Transformer {
@@ -195,10 +196,10 @@ impl Transformer {
         Ok(model)
     }
 
-    /// Adds item keys (see [`ITEM_KEY_MATRIX`]): `matrix` `(vocab, keys)` and the keys' input
+    /// Adds item features (see [`ITEM_FEATURE_MATRIX`]): `matrix` `(vocab, keys)` and the keys' input
     /// embedding, and their output embedding when the head is untied. Their names go to the
     /// end of [`Self::names`], so checkpoints and the optimizer carry them like any weight.
-    pub fn attach_item_keys(
+    pub fn attach_item_features(
         &mut self,
         matrix: Tensor,
         input: Tensor,
@@ -219,9 +220,10 @@ impl Transformer {
                 "item keys need an output embedding exactly when the head is untied"
             );
         }
-        for (name, tensor) in ITEM_KEY_TENSORS
-            .into_iter()
-            .zip([Some(matrix), Some(input), output])
+        for (name, tensor) in
+            ITEM_FEATURE_TENSORS
+                .into_iter()
+                .zip([Some(matrix), Some(input), output])
         {
             if let Some(tensor) = tensor {
                 self.index.insert(name.to_string(), self.vars.len());
@@ -233,14 +235,17 @@ impl Transformer {
     }
 
     /// Whether the model carries item keys.
-    pub fn has_item_keys(&self) -> bool {
-        self.index.contains_key(ITEM_KEY_MATRIX)
+    pub fn has_item_features(&self) -> bool {
+        self.index.contains_key(ITEM_FEATURE_MATRIX)
     }
 
     /// `table` plus the item keys' `embedding` through the key matrix (fixed: detached, so it
     /// gets no gradient and the optimizer leaves it as it is).
-    fn with_item_keys(&self, table: Tensor, embedding: &str) -> Result<Tensor> {
-        match (self.index.get(ITEM_KEY_MATRIX), self.index.get(embedding)) {
+    fn with_item_features(&self, table: Tensor, embedding: &str) -> Result<Tensor> {
+        match (
+            self.index.get(ITEM_FEATURE_MATRIX),
+            self.index.get(embedding),
+        ) {
             (Some(&matrix), Some(&keys)) => {
                 let matrix = self.vars[matrix].as_tensor().detach();
                 table + matrix.matmul(&self.weight(keys))?
@@ -252,7 +257,7 @@ impl Transformer {
     /// The token embedding the forward reads: `token_embd.weight`, with item keys folded in.
     fn token_table(&self) -> Result<Tensor> {
         let table = self.weight(self.named("token_embd.weight")?);
-        self.with_item_keys(table, ITEM_KEY_INPUT)
+        self.with_item_features(table, ITEM_FEATURE_INPUT)
     }
 
     /// The weights `spec` puts adapters on.
@@ -336,7 +341,7 @@ impl Transformer {
             return self.token_table();
         }
         let head = self.weight(self.named("output.weight")?);
-        self.with_item_keys(head, ITEM_KEY_OUTPUT)
+        self.with_item_features(head, ITEM_FEATURE_OUTPUT)
     }
 
     /// Mean cross-entropy of `targets` predicted at flat positions `rows`.
@@ -367,7 +372,7 @@ impl Transformer {
         self.names
             .iter()
             .zip(&self.vars)
-            .filter(|(name, _)| !ITEM_KEY_TENSORS.contains(&name.as_str()))
+            .filter(|(name, _)| !ITEM_FEATURE_TENSORS.contains(&name.as_str()))
             .map(|(name, var)| {
                 let source = match name.as_str() {
                     "output.weight" => self.head()?,
@@ -391,6 +396,6 @@ impl Transformer {
                 .get(name)
                 .map_or(0, |&i| self.vars[i].elem_count())
         };
-        all - count(ITEM_KEY_MATRIX) - if self.tied { count("output.weight") } else { 0 }
+        all - count(ITEM_FEATURE_MATRIX) - if self.tied { count("output.weight") } else { 0 }
     }
 }

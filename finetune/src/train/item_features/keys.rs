@@ -1,24 +1,21 @@
-//! Item keys for the sequence stage (`train --item-keys`): the paper's item keys (category or
-//! genre, and the year a title carries) as embeddings shared by every item that has them. A rare
-//! item's own embedding learns from a few ratings; its genres' learn from thousands.
+//! Item keys (`train --item-keys`): the paper's item keys (category or genre, and the year a
+//! title carries) as embeddings shared by every item that has them. A rare item's own
+//! embedding learns from a few ratings; its genres' learn from thousands.
 //!
-//! `data` writes each item's keys ([`ITEM_KEYS_FILE`]); the trainer turns them into a fixed
-//! `(vocab, keys)` matrix whose row for an item token weighs each of its keys so that every
-//! kind of key (the part before `=`) sums to one: a comedy-drama is half comedy, half drama,
-//! and wholly of its decade. The model adds `matrix · keys` to its token embedding and head
-//! (see `model::ITEM_KEY_MATRIX`), and export folds the sum into the GGUF's tables.
+//! `data` writes each item's keys ([`ITEM_KEYS_FILE`]); the trainer turns them into fixed
+//! columns whose row for an item token weighs each of its keys so that every kind of key (the
+//! part before `=`) sums to one: a comedy-drama is half comedy, half drama, and wholly of its
+//! decade.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::item_vectors::{self, ItemVector};
-use super::model::Transformer;
-use super::sequence::ItemClasses;
+use super::columns::{item_row, kinds, FeatureColumns};
 use crate::interactions::Item;
+use crate::train::sequence::ItemClasses;
 
 /// The file `data` writes beside the training sequences.
 pub const ITEM_KEYS_FILE: &str = "item_keys.jsonl";
@@ -53,36 +50,9 @@ pub fn of_items(items: &HashMap<i64, Item>) -> Vec<ItemKeys> {
     out
 }
 
-/// `item`'s genres (MovieLens) and categories (an app's `category` key), each `|`-separated
-/// list split into `(kind, value)` pairs: what the keys and the item's text both list.
-pub fn kinds(item: &Item) -> impl Iterator<Item = (&'static str, &str)> {
-    let category = item.keys.get("category").and_then(|c| c.as_str());
-    [("genre", item.genres.as_deref()), ("category", category)]
-        .into_iter()
-        .flat_map(|(kind, values)| {
-            let values = values.unwrap_or_default().split('|').map(str::trim);
-            values.filter(|v| !v.is_empty()).map(move |v| (kind, v))
-        })
-}
-
-/// The row of item `id` in a `(vocab, …)` matrix of item features (`what`: keys, a vector),
-/// refused when the model has no token for it.
-pub fn item_row(classes: &ItemClasses, id: i64, what: &str) -> Result<usize> {
-    match classes.token(id) {
-        Ok(token) => Ok(token as usize),
-        Err(_) => {
-            bail!("item {id} has {what} but no item token; train with --number-tokens {id} or more")
-        }
-    }
-}
-
-/// The fixed `(vocab, keys)` matrix of `items` over a vocabulary of `vocab` tokens, and the
-/// keys its columns stand for (sorted). Items beyond the model's item tokens are refused.
-pub fn matrix(
-    items: &[ItemKeys],
-    classes: &ItemClasses,
-    vocab: usize,
-) -> Result<(Tensor, Vec<String>)> {
+/// The fixed `(vocab, keys)` columns of `items` over a vocabulary of `vocab` tokens, named by
+/// the keys they stand for (sorted). Items beyond the model's item tokens are refused.
+pub fn matrix(items: &[ItemKeys], classes: &ItemClasses, vocab: usize) -> Result<FeatureColumns> {
     let names: Vec<String> = items
         .iter()
         .flat_map(|item| item.keys.iter().cloned())
@@ -111,44 +81,7 @@ pub fn matrix(
         }
     }
     let matrix = Tensor::from_vec(values, (vocab, names.len()), &Device::Cpu)?;
-    Ok((matrix, names))
-}
-
-/// Gives `model` the item keys in `keys` (an [`ITEM_KEYS_FILE`]) and the text vectors in
-/// `vectors` (an [`super::item_vectors::ITEM_VECTORS_FILE`]), side by side in one fixed matrix, their embeddings
-/// at zero: a fresh run, or one continued from a run without them, begins as the model
-/// without them.
-pub fn attach(
-    model: &mut Transformer,
-    keys: Option<&Path>,
-    vectors: Option<&Path>,
-    classes: &ItemClasses,
-) -> Result<()> {
-    let vocab = model.shape.n_vocab;
-    let mut parts = Vec::new();
-    if let Some(path) = keys {
-        let items = crate::io::read_jsonl::<ItemKeys>(path)?;
-        parts.push(
-            matrix(&items, classes, vocab)
-                .with_context(|| format!("the item keys in {}", path.display()))?,
-        );
-    }
-    if let Some(path) = vectors {
-        let items = crate::io::read_jsonl::<ItemVector>(path)?;
-        parts.push(
-            item_vectors::matrix(&items, classes, vocab)
-                .with_context(|| format!("the item vectors in {}", path.display()))?,
-        );
-    }
-    if parts.is_empty() {
-        return Ok(());
-    }
-    let columns: usize = parts.iter().map(|(_, names)| names.len()).sum();
-    let matrix = Tensor::cat(&parts.iter().map(|(m, _)| m).collect::<Vec<_>>(), 1)?;
-    let zeros = || Tensor::zeros((columns, model.shape.n_embd), DType::F32, &Device::Cpu);
-    let output = if model.tied { None } else { Some(zeros()?) };
-    model.attach_item_keys(matrix, zeros()?, output)?;
-    Ok(())
+    Ok(FeatureColumns { matrix, names })
 }
 
 fn kind(key: &str) -> &str {

@@ -1,8 +1,7 @@
-//! Item text vectors for the sequence stage (`train --item-vectors`): what a language model
-//! reads in each item's title and genres, as a fixed vector per item. The model learns one
-//! projection of them into its width, added to every item's embedding beside the item keys
-//! (see [`super::item_keys`]), so an item with few ratings borrows from the items whose titles
-//! read alike, and export folds the sum into the GGUF's tables as it does the keys'.
+//! Item text vectors (`train --item-vectors`): what a language model reads in each item's
+//! title and genres, as a fixed vector per item. The model learns one projection of them into
+//! its width, beside the item keys' ([`super::keys`]), so an item with few ratings borrows
+//! from the items whose titles read alike.
 //!
 //! `data --item-text-model GGUF` writes [`ITEM_VECTORS_FILE`] with
 //! [`kvrec_llm::embed::embed_texts`].
@@ -14,9 +13,9 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::item_keys;
-use super::sequence::ItemClasses;
+use super::columns::{item_row, kinds, FeatureColumns};
 use crate::interactions::Item;
+use crate::train::sequence::ItemClasses;
 
 /// The file `data --item-text-model` writes beside the item keys.
 pub const ITEM_VECTORS_FILE: &str = "item_vectors.jsonl";
@@ -31,7 +30,7 @@ pub struct ItemVector {
 /// The text a language model reads for `item`: its title (MovieLens titles carry the year),
 /// then its genres or category; `None` for an item with neither.
 pub fn item_text(item: &Item) -> Option<String> {
-    let kinds: Vec<&str> = item_keys::kinds(item).map(|(_, value)| value).collect();
+    let kinds: Vec<&str> = kinds(item).map(|(_, value)| value).collect();
     let title = item
         .title
         .as_deref()
@@ -106,14 +105,14 @@ pub fn standardized(raw: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
         .collect()
 }
 
-/// The fixed `(vocab, dim)` matrix of `vectors` over a vocabulary of `vocab` tokens (rows of
-/// items without a vector stay zero), and names for its columns. Items beyond the model's item
-/// tokens, and vectors of unequal length, are refused.
+/// The fixed `(vocab, dim)` columns of `vectors` over a vocabulary of `vocab` tokens (rows of
+/// items without a vector stay zero). Items beyond the model's item tokens, and vectors of
+/// unequal length, are refused.
 pub fn matrix(
     vectors: &[ItemVector],
     classes: &ItemClasses,
     vocab: usize,
-) -> Result<(Tensor, Vec<String>)> {
+) -> Result<FeatureColumns> {
     let Some(dim) = vectors.first().map(|v| v.vector.len()).filter(|&d| d > 0) else {
         bail!("the item vectors are empty; write them with `data --item-text-model`");
     };
@@ -126,11 +125,12 @@ pub fn matrix(
                 item.vector.len()
             );
         }
-        let row = item_keys::item_row(classes, item.id, "a vector")? * dim;
+        let row = item_row(classes, item.id, "a vector")? * dim;
         values[row..row + dim].copy_from_slice(&item.vector);
     }
     let names = (0..dim).map(|i| format!("text.{i}")).collect();
-    Ok((Tensor::from_vec(values, (vocab, dim), &Device::Cpu)?, names))
+    let matrix = Tensor::from_vec(values, (vocab, dim), &Device::Cpu)?;
+    Ok(FeatureColumns { matrix, names })
 }
 
 #[cfg(test)]
