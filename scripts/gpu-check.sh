@@ -14,18 +14,24 @@
 # tests/gpu_check.rs.
 set -euo pipefail
 
+usage="usage: bash scripts/gpu-check.sh [--dry-run] [--arch 90a] [--n 200] BUNDLE (a folder scripts/gpu-bundle.sh wrote)"
 dry_run=0
 arch=90a
 n=200
-while [ $# -gt 1 ]; do
+bundle=
+while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1; shift ;;
-    --arch) arch=$2; shift 2 ;;
-    --n) n=$2; shift 2 ;;
-    *) echo "gpu-check: unknown option $1" >&2; exit 2 ;;
+    --arch) arch=${2:?$usage}; shift 2 ;;
+    --n) n=${2:?$usage}; shift 2 ;;
+    -h|--help) echo "$usage"; exit 0 ;;
+    -*) echo "gpu-check: unknown option $1; $usage" >&2; exit 2 ;;
+    *) [ -z "$bundle" ] || { echo "gpu-check: one BUNDLE only; $usage" >&2; exit 2; }; bundle=$1; shift ;;
   esac
 done
-bundle=$(cd "${1:?usage: gpu-check.sh [--dry-run] [--arch A] [--n N] BUNDLE}" && pwd)
+[ -n "$bundle" ] || { echo "gpu-check: no BUNDLE given; $usage" >&2; exit 2; }
+[ -d "$bundle" ] || { echo "gpu-check: $bundle is not a folder; $usage" >&2; exit 2; }
+bundle=$(cd -- "$bundle" && pwd)
 for f in bin/kvrec-finetune lib/libkvrec.so model.gguf requests.jsonl; do
   [ -e "$bundle/$f" ] || { echo "gpu-check: $bundle/$f is missing; build the bundle with scripts/gpu-bundle.sh" >&2; exit 1; }
 done

@@ -85,4 +85,15 @@ fn the_gpu_check_runs_dry_on_a_cpu_machine() {
         !ok && text.contains("model.gguf is missing") && text.contains("gpu-bundle.sh"),
         "{text}"
     );
+    // Without a bundle, or with a bad option, the usage line.
+    for args in [
+        &["--dry-run"][..],
+        &["--arhc", "90a", dir.to_str().unwrap()][..],
+    ] {
+        let (ok, text) = gpu_check(args);
+        assert!(
+            !ok && text.contains("usage: bash scripts/gpu-check.sh"),
+            "{args:?}: {text}"
+        );
+    }
 }
