@@ -1,22 +1,13 @@
-//! kvrec-finetune: MovieLens (or any key-value tables) → SQLite → InstructMK instruction data,
-//! training from scratch (candle) to a GGUF, and the evaluation built on it. The prompt, answer and
-//! augmentation code is kvrec-core's, so training data and SQL serving cannot drift apart.
+//! kvrec-finetune: trains kvrec models — from scratch (candle) or LoRA on a pre-trained GGUF —
+//! to a GGUF that llama.cpp serves, and `fit`, from a recipe to a served model in one call. The
+//! data and its evaluation are kvrec-evaluation's (re-exported here under the same names); the
+//! prompt, answer and augmentation code is kvrec-core's, so training data and SQL serving
+//! cannot drift apart.
 
-pub mod baselines;
-pub mod bench;
-pub mod catalog_eval;
-pub mod cowatch;
-pub mod dataset;
-pub mod db;
-pub mod eval;
+pub use kvrec_evaluation::{
+    baselines, bench, catalog_eval, cowatch, dataset, db, eval, interactions, io, item_features,
+    metrics, movielens, paired, protocol, recipe, table, training_data,
+};
+
 pub mod fit;
-pub mod interactions;
-pub mod io;
-pub mod metrics;
-pub mod movielens;
-pub mod paired;
-pub mod protocol;
-pub mod recipe;
-pub mod table;
 pub mod train;
-pub mod training_data;

@@ -9,9 +9,9 @@ use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
 use crate::interactions::Interactions;
+use crate::item_features::keys::{self as item_keys, ITEM_KEYS_FILE};
+use crate::item_features::vectors::{self as item_vectors, ITEM_VECTORS_FILE};
 use crate::protocol::{self, ProtocolConfig, ProtocolData};
-use crate::train::item_features::keys::{self as item_keys, ITEM_KEYS_FILE};
-use crate::train::item_features::vectors::{self as item_vectors, ITEM_VECTORS_FILE};
 use crate::{db, io, recipe, training_data};
 
 /// The file that marks a complete data folder.
