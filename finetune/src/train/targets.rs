@@ -31,7 +31,7 @@ use candle_core::{Device, Tensor};
 use kvrec_core::rng::Rng;
 
 use super::config::TargetOptions;
-use super::examples::Example;
+use super::examples::{Example, SequenceSpan};
 use crate::protocol::draw_unrated;
 
 /// A batch's targets: position `r` of the loss rows is pulled toward class `c` with weight
@@ -186,37 +186,11 @@ pub fn goal(
     mut draw: Option<NegativeDraw>,
 ) -> Result<Goal> {
     let rows = targets.len();
-    let mut picks = Vec::with_capacity(rows);
-    let mut weights = Vec::with_capacity(rows);
-    let masking = options.mask_seen || options.mask_later;
-    let mut left_out: Vec<u32> = Vec::new();
     let negatives = options.sampled_negatives;
-    let mut choices = Vec::new();
+    let mut gathered = Gathered::with_capacity(rows);
     let mut row = 0;
     for example in examples {
-        // The items a row's negatives may not be: all its user rated, as in the protocol.
-        let rated: Option<HashSet<u32>> = match (&example.span, &draw) {
-            (Some(span), Some(draw)) if negatives > 0 => {
-                let rated: HashSet<u32> = span
-                    .items
-                    .iter()
-                    .filter_map(|&item| u32::try_from(item).ok())
-                    .collect();
-                let unrated = draw.catalog.iter().filter(|c| !rated.contains(c)).count();
-                if unrated < negatives {
-                    bail!(
-                        "a user rated all but {unrated} of the catalog's {} items, and \
-                         --sampled-negatives {negatives} needs that many unrated; give fewer",
-                        draw.catalog.len()
-                    );
-                }
-                Some(rated)
-            }
-            (Some(_), None) if negatives > 0 => {
-                bail!("--sampled-negatives needs the catalog to draw from")
-            }
-            _ => None,
-        };
+        let rated = rated_for_negatives(example, draw.as_ref(), negatives)?;
         for &position in &example.prompt_targets {
             let next = *targets.get(row).ok_or_else(|| {
                 anyhow::anyhow!("the batch lists fewer targets than its examples")
@@ -225,53 +199,17 @@ pub fn goal(
             match (&example.span, options.any()) {
                 (Some(span), true) => {
                     let at = span.start + position - span.offset;
-                    let class = |item: i64| -> Result<usize> {
-                        usize::try_from(item)
-                            .ok()
-                            .filter(|&c| c < classes)
-                            .ok_or_else(|| anyhow::anyhow!("item {item} has no class"))
+                    let here = RowAt {
+                        span,
+                        at,
+                        base,
+                        next,
                     };
-                    if class(span.items[at])? != next as usize {
-                        bail!("a window's target is not the item its sequence has there");
-                    }
-                    let ahead = options.future_items.max(1).min(span.items.len() - at);
-                    let decay = options.future_decay;
-                    let total: f64 = (0..ahead).map(|j| decay.powi(j as i32)).sum();
-                    let first = picks.len();
-                    for (j, &item) in span.items[at..at + ahead].iter().enumerate() {
-                        picks.push((base + class(item)?) as u32);
-                        weights.push((decay.powi(j as i32) / total) as f32);
-                    }
-                    if let (Some(rated), Some(draw)) = (&rated, draw.as_mut()) {
-                        // The catalog holds the sequences' items, each a class: an item beyond
-                        // the classes fails tokenization before training starts.
-                        choices.push((base + next as usize) as u32);
-                        let drawn = draw_unrated(draw.catalog, rated, negatives, &mut draw.rng);
-                        choices.extend(drawn.into_iter().map(|c| (base + c as usize) as u32));
-                    }
-                    if masking {
-                        let before = if options.mask_seen {
-                            &span.items[..at]
-                        } else {
-                            &[]
-                        };
-                        let after = if options.mask_later {
-                            &span.items[at + ahead..]
-                        } else {
-                            &[]
-                        };
-                        for &rated in before.iter().chain(after) {
-                            let at_class = base + class(rated)?;
-                            // A rated item that is also a target here (a repeat) stays in.
-                            if !picks[first..].contains(&(at_class as u32)) {
-                                left_out.push(at_class as u32);
-                            }
-                        }
-                    }
+                    gathered.spread(&here, classes, options, rated.as_ref(), draw.as_mut())?;
                 }
                 _ => {
-                    picks.push((base + next as usize) as u32);
-                    weights.push(1.0);
+                    gathered.picks.push((base + next as usize) as u32);
+                    gathered.weights.push(1.0);
                 }
             }
             row += 1;
@@ -280,27 +218,152 @@ pub fn goal(
     if row != rows {
         bail!("the batch lists {rows} targets for {row} positions of its examples");
     }
-    if choices.len() != rows * (1 + negatives) && negatives > 0 {
+    if gathered.choices.len() != rows * (1 + negatives) && negatives > 0 {
         bail!("--sampled-negatives needs sequence windows (train_sequences.jsonl)");
     }
     let device = Device::Cpu;
     Ok(Goal {
-        picks: Tensor::new(picks.as_slice(), &device)?,
-        weights: Tensor::new(weights.as_slice(), &device)?,
-        left_out,
+        picks: Tensor::new(gathered.picks.as_slice(), &device)?,
+        weights: Tensor::new(gathered.weights.as_slice(), &device)?,
+        left_out: gathered.left_out,
         classes,
         bias: None,
         sampled: (negatives > 0)
-            .then(|| Tensor::new(choices.as_slice(), &device).map(|t| (t, options.sampled_weight)))
+            .then(|| {
+                Tensor::new(gathered.choices.as_slice(), &device)
+                    .map(|t| (t, options.sampled_weight))
+            })
             .transpose()?,
         rows,
     })
 }
 
+/// The items a row's negatives may not be — all its user rated, as in the protocol — when
+/// `--sampled-negatives` draws them; refused when too few unrated items are left.
+fn rated_for_negatives(
+    example: &Example,
+    draw: Option<&NegativeDraw>,
+    negatives: usize,
+) -> Result<Option<HashSet<u32>>> {
+    match (&example.span, draw) {
+        (Some(span), Some(draw)) if negatives > 0 => {
+            let rated: HashSet<u32> = span
+                .items
+                .iter()
+                .filter_map(|&item| u32::try_from(item).ok())
+                .collect();
+            let unrated = draw.catalog.iter().filter(|c| !rated.contains(c)).count();
+            if unrated < negatives {
+                bail!(
+                    "a user rated all but {unrated} of the catalog's {} items, and \
+                     --sampled-negatives {negatives} needs that many unrated; give fewer",
+                    draw.catalog.len()
+                );
+            }
+            Ok(Some(rated))
+        }
+        (Some(_), None) if negatives > 0 => {
+            bail!("--sampled-negatives needs the catalog to draw from")
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A loss row at position `at` of its user's whole sequence `span`: `base` is its first
+/// class in the flattened `(rows, classes)` logits, `next` the class of its next item.
+struct RowAt<'a> {
+    span: &'a SequenceSpan,
+    at: usize,
+    base: usize,
+    next: u32,
+}
+
+/// The goal's parts as the rows add them: the classes each row is pulled toward and their
+/// weights, the classes left out of its softmax, and its sampled choice set.
+struct Gathered {
+    picks: Vec<u32>,
+    weights: Vec<f32>,
+    left_out: Vec<u32>,
+    choices: Vec<u32>,
+}
+
+impl Gathered {
+    fn with_capacity(rows: usize) -> Gathered {
+        Gathered {
+            picks: Vec::with_capacity(rows),
+            weights: Vec::with_capacity(rows),
+            left_out: Vec::new(),
+            choices: Vec::new(),
+        }
+    }
+
+    /// The row's target spread over its next items, the negatives drawn beside its next item,
+    /// and the rated items its softmax leaves out, as the options ask.
+    fn spread(
+        &mut self,
+        row: &RowAt,
+        classes: usize,
+        options: &TargetOptions,
+        rated: Option<&HashSet<u32>>,
+        draw: Option<&mut NegativeDraw>,
+    ) -> Result<()> {
+        let (span, at, base) = (row.span, row.at, row.base);
+        let class = |item: i64| -> Result<usize> {
+            usize::try_from(item)
+                .ok()
+                .filter(|&c| c < classes)
+                .ok_or_else(|| anyhow::anyhow!("item {item} has no class"))
+        };
+        if class(span.items[at])? != row.next as usize {
+            bail!("a window's target is not the item its sequence has there");
+        }
+        let ahead = options.future_items.max(1).min(span.items.len() - at);
+        let decay = options.future_decay;
+        let total: f64 = (0..ahead).map(|j| decay.powi(j as i32)).sum();
+        let first = self.picks.len();
+        for (j, &item) in span.items[at..at + ahead].iter().enumerate() {
+            self.picks.push((base + class(item)?) as u32);
+            self.weights.push((decay.powi(j as i32) / total) as f32);
+        }
+        if let (Some(rated), Some(draw)) = (rated, draw) {
+            // The catalog holds the sequences' items, each a class: an item beyond the
+            // classes fails tokenization before training starts.
+            self.choices.push((base + row.next as usize) as u32);
+            let drawn = draw_unrated(
+                draw.catalog,
+                rated,
+                options.sampled_negatives,
+                &mut draw.rng,
+            );
+            self.choices
+                .extend(drawn.into_iter().map(|c| (base + c as usize) as u32));
+        }
+        if options.mask_seen || options.mask_later {
+            let before = if options.mask_seen {
+                &span.items[..at]
+            } else {
+                &[]
+            };
+            let after = if options.mask_later {
+                &span.items[at + ahead..]
+            } else {
+                &[]
+            };
+            for &rated in before.iter().chain(after) {
+                let at_class = (base + class(rated)?) as u32;
+                // A rated item that is also a target here (a repeat) stays in.
+                if !self.picks[first..].contains(&at_class) {
+                    self.left_out.push(at_class);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::examples::SequenceSpan;
     use std::sync::Arc;
 
     /// A window over items 5 6 7 8 9 of the sequence 3 4 5 6 7 8 9, `[BOS]` first: targets at

@@ -30,10 +30,8 @@ impl Transformer {
                 _ => Ok(x),
             }
         };
-        let s = self.shape;
+        let d = self.shape.n_embd;
         let gemma = matches!(self.arch, Arch::Gemma3 { .. });
-        let (d, heads) = (s.n_embd, s.n_head);
-        let (head_dim, scale) = self.arch.head_dim_and_query_scale(&s);
         let mut x = self
             .token_table()?
             .index_select(&ids.flatten_all()?, 0)?
@@ -47,58 +45,7 @@ impl Transformer {
         let norm = |x: &Tensor, layer: usize, kind: &str| -> Result<Tensor> {
             rms_norm_slow(x, &self.layer(layer, kind)?, eps)
         };
-        for layer in 0..s.n_layer {
-            // Gemma's local layers: their own RoPE base and a sliding causal window.
-            let (cos, sin, window) = match (self.arch, &self.local_rope) {
-                (
-                    Arch::Gemma3 {
-                        window,
-                        global_every,
-                        ..
-                    },
-                    Some((cos, sin)),
-                ) if (layer + 1) % global_every != 0 => (cos, sin, Some(window)),
-                _ => (&self.cos, &self.sin, None),
-            };
-            let (cos, sin) = (cos.narrow(0, 0, t)?, sin.narrow(0, 0, t)?);
-            let h = norm(&x, layer, "attn_norm")?.reshape((b * t, d))?;
-            let heads_of = |kind: &str, n_heads: usize, head_norm: &str| -> Result<Tensor> {
-                let mut y = self
-                    .project(&h, layer, kind)?
-                    .reshape((b, t, n_heads, head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()?;
-                if gemma && !head_norm.is_empty() {
-                    y = norm(&y, layer, head_norm)?;
-                }
-                Ok(y)
-            };
-            let rope = |y: Tensor| -> Result<Tensor> {
-                if gemma {
-                    rope_slow(&y, &cos, &sin)
-                } else {
-                    rope_i_slow(&y, &cos, &sin)
-                }
-            };
-            let q = rope(heads_of("attn_q", heads, "attn_q_norm")?)?;
-            let k = rope(heads_of("attn_k", s.n_head_kv, "attn_k_norm")?)?;
-            let v = heads_of("attn_v", s.n_head_kv, "")?;
-            let (k, v) = repeat_kv(k, v, heads / s.n_head_kv)?;
-            let layer_mask = match window {
-                Some(w) if w < t => mask(t, Some(w), ids.device())?,
-                _ => causal.clone(),
-            };
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
-            let scores = match self.attention_span {
-                Some(span) if !gemma && t > span + 1 => {
-                    spanned_scores(&scores, &q, &k, span, scale, (&cos, &sin))?
-                }
-                _ => scores.broadcast_add(&layer_mask)?,
-            };
-            let attended = softmax(&scores, D::Minus1)?
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b * t, heads * head_dim))?;
+        for layer in 0..self.shape.n_layer {
             // A sublayer's output joins the residual stream (through Gemma's post-norm).
             let residual = |x: &Tensor, out: &Tensor, post_norm: &str| -> Result<Tensor> {
                 let out = out.reshape((b, t, d))?;
@@ -108,15 +55,94 @@ impl Transformer {
                     x + out
                 }
             };
+            let h = norm(&x, layer, "attn_norm")?.reshape((b * t, d))?;
+            let attended = self.attention(&h, layer, (b, t), &causal)?;
             let out = drop(self.project(&attended, layer, "attn_output")?)?;
             x = residual(&x, &out, "post_attention_norm")?;
             let h = norm(&x, layer, "ffn_norm")?.reshape((b * t, d))?;
-            let gate = self.project(&h, layer, "ffn_gate")?;
-            let gate = if gemma { gate.gelu()? } else { gate.silu()? };
-            let gated = (gate * self.project(&h, layer, "ffn_up")?)?;
-            let out = drop(self.project(&gated, layer, "ffn_down")?)?;
+            let out = drop(self.feed_forward(&h, layer)?)?;
             x = residual(&x, &out, "post_ffw_norm")?;
         }
         rms_norm_slow(&x, &self.weight(self.named("output_norm.weight")?), eps)
+    }
+
+    /// Layer `layer`'s RoPE tables for `t` positions and its attention window: Gemma's local
+    /// layers have their own RoPE base and a sliding causal window.
+    fn layer_rope(&self, layer: usize, t: usize) -> Result<(Tensor, Tensor, Option<usize>)> {
+        let (cos, sin, window) = match (self.arch, &self.local_rope) {
+            (
+                Arch::Gemma3 {
+                    window,
+                    global_every,
+                    ..
+                },
+                Some((cos, sin)),
+            ) if (layer + 1) % global_every != 0 => (cos, sin, Some(window)),
+            _ => (&self.cos, &self.sin, None),
+        };
+        Ok((cos.narrow(0, 0, t)?, sin.narrow(0, 0, t)?, window))
+    }
+
+    /// Layer `layer`'s self-attention over the normed hidden states `h` (`(b·t, d)`), before
+    /// its output projection: `(b·t, heads·head_dim)`.
+    fn attention(
+        &self,
+        h: &Tensor,
+        layer: usize,
+        (b, t): (usize, usize),
+        causal: &Tensor,
+    ) -> Result<Tensor> {
+        let s = self.shape;
+        let gemma = matches!(self.arch, Arch::Gemma3 { .. });
+        let (head_dim, scale) = self.arch.head_dim_and_query_scale(&s);
+        let (cos, sin, window) = self.layer_rope(layer, t)?;
+        let heads_of = |kind: &str, n_heads: usize, head_norm: &str| -> Result<Tensor> {
+            let mut y = self
+                .project(h, layer, kind)?
+                .reshape((b, t, n_heads, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            if gemma && !head_norm.is_empty() {
+                y = rms_norm_slow(&y, &self.layer(layer, head_norm)?, self.rms_eps)?;
+            }
+            Ok(y)
+        };
+        let rope = |y: Tensor| -> Result<Tensor> {
+            if gemma {
+                rope_slow(&y, &cos, &sin)
+            } else {
+                rope_i_slow(&y, &cos, &sin)
+            }
+        };
+        let q = rope(heads_of("attn_q", s.n_head, "attn_q_norm")?)?;
+        let k = rope(heads_of("attn_k", s.n_head_kv, "attn_k_norm")?)?;
+        let v = heads_of("attn_v", s.n_head_kv, "")?;
+        let (k, v) = repeat_kv(k, v, s.n_head / s.n_head_kv)?;
+        let layer_mask = match window {
+            Some(w) if w < t => mask(t, Some(w), h.device())?,
+            _ => causal.clone(),
+        };
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?;
+        let scores = match self.attention_span {
+            Some(span) if !gemma && t > span + 1 => {
+                spanned_scores(&scores, &q, &k, span, scale, (&cos, &sin))?
+            }
+            _ => scores.broadcast_add(&layer_mask)?,
+        };
+        softmax(&scores, D::Minus1)?
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b * t, s.n_head * head_dim))
+    }
+
+    /// Layer `layer`'s gated feed-forward (SwiGLU; GELU-gated for Gemma) of the normed `h`.
+    fn feed_forward(&self, h: &Tensor, layer: usize) -> Result<Tensor> {
+        let gate = self.project(h, layer, "ffn_gate")?;
+        let gate = match self.arch {
+            Arch::Gemma3 { .. } => gate.gelu()?,
+            _ => gate.silu()?,
+        };
+        let gated = (gate * self.project(h, layer, "ffn_up")?)?;
+        self.project(&gated, layer, "ffn_down")
     }
 }
