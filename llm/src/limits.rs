@@ -97,9 +97,9 @@ impl Limits {
         Ok(())
     }
 
-    /// The error for `what` = `got` above cap `cap`.
-    fn over(&self, what: String, got: u64, cap: &'static str, fix: &'static str) -> KvrecError {
-        let limit = match cap {
+    /// The value of cap `cap`.
+    fn limit(&self, cap: &str) -> u64 {
+        match cap {
             "max_threads" => u64::from(self.max_threads),
             "max_candidates" => self.max_candidates as u64,
             "max_request_bytes" => self.max_request_bytes as u64,
@@ -107,28 +107,44 @@ impl Limits {
             "max_call_ms" => self.max_call_ms,
             "max_models" => self.max_models as u64,
             _ => 0,
-        };
+        }
+    }
+
+    /// The error for `what` = `got` above cap `cap`.
+    fn over(&self, what: &str, got: u64, cap: &'static str, fix: &'static str) -> KvrecError {
         KvrecError::OverCap {
-            what,
+            what: what.to_string(),
             got,
             cap,
-            limit,
+            limit: self.limit(cap),
             fix,
+        }
+    }
+
+    /// `what` = `got` within cap `cap`, else the error that names the cap and `fix`.
+    fn at_most(&self, what: &str, got: u64, cap: &'static str, fix: &'static str) -> Result<()> {
+        if got > self.limit(cap) {
+            return Err(self.over(what, got, cap, fix));
+        }
+        Ok(())
+    }
+
+    /// A requested `n_threads` within `max_threads`.
+    fn check_threads(&self, options: &Options) -> Result<()> {
+        match options.n_threads {
+            Some(n) => self.at_most(
+                "n_threads",
+                n.into(),
+                "max_threads",
+                "leave n_threads out to use what the host allows",
+            ),
+            None => Ok(()),
         }
     }
 
     /// A call's options within the caps: its threads and its time limit.
     pub fn check_call(&self, options: &Options) -> Result<()> {
-        if let Some(n) = options.n_threads {
-            if n > self.max_threads {
-                return Err(self.over(
-                    "n_threads".into(),
-                    n.into(),
-                    "max_threads",
-                    "leave n_threads out to use what the host allows",
-                ));
-            }
-        }
+        self.check_threads(options)?;
         self.call_ms(options).map(|_| ())
     }
 
@@ -136,7 +152,7 @@ impl Limits {
     pub fn call_ms(&self, options: &Options) -> Result<Option<u64>> {
         match (options.timeout_ms, self.max_call_ms) {
             (Some(t), cap) if cap > 0 && t > cap => Err(self.over(
-                "timeout_ms".into(),
+                "timeout_ms",
                 t,
                 "max_call_ms",
                 "pass a shorter timeout_ms, or leave it out",
@@ -149,62 +165,41 @@ impl Limits {
 
     /// The size of one call's text arguments.
     pub fn check_request_bytes(&self, bytes: usize) -> Result<()> {
-        if bytes > self.max_request_bytes {
-            return Err(self.over(
-                "the call's text arguments' size in bytes".into(),
-                bytes as u64,
-                "max_request_bytes",
-                "send fewer candidates or a shorter history",
-            ));
-        }
-        Ok(())
+        self.at_most(
+            "the call's text arguments' size in bytes",
+            bytes as u64,
+            "max_request_bytes",
+            "send fewer candidates or a shorter history",
+        )
     }
 
     pub fn check_candidates(&self, n: usize) -> Result<()> {
-        if n > self.max_candidates {
-            return Err(self.over(
-                "the number of candidates".into(),
-                n as u64,
-                "max_candidates",
-                "rank fewer candidates per call, or the whole catalog with recommend_topk()",
-            ));
-        }
-        Ok(())
+        self.at_most(
+            "the number of candidates",
+            n as u64,
+            "max_candidates",
+            "rank fewer candidates per call, or the whole catalog with recommend_topk()",
+        )
     }
 
     pub fn check_generated_tokens(&self, n: usize) -> Result<()> {
-        if n > self.max_generated_tokens {
-            return Err(self.over(
-                "the answer this generation needs, in tokens,".into(),
-                n as u64,
-                "max_generated_tokens",
-                "use mode 'score' (the default), which ranks any number of candidates in one pass",
-            ));
-        }
-        Ok(())
+        self.at_most(
+            "the answer this generation needs, in tokens,",
+            n as u64,
+            "max_generated_tokens",
+            "use mode 'score' (the default), which ranks any number of candidates in one pass",
+        )
     }
 
     /// Load options within the caps, with `loaded` models loaded already.
     pub fn check_load(&self, options: &Options, loaded: usize) -> Result<()> {
-        if let Some(n) = options.n_threads {
-            if n > self.max_threads {
-                return Err(self.over(
-                    "n_threads".into(),
-                    n.into(),
-                    "max_threads",
-                    "leave n_threads out to use what the host allows",
-                ));
-            }
-        }
-        if loaded >= self.max_models {
-            return Err(self.over(
-                "the number of loaded models".into(),
-                loaded as u64 + 1,
-                "max_models",
-                "unload a model first with kvrec_unload_model(name)",
-            ));
-        }
-        Ok(())
+        self.check_threads(options)?;
+        self.at_most(
+            "the number of loaded models",
+            loaded as u64 + 1,
+            "max_models",
+            "unload a model first with kvrec_unload_model(name)",
+        )
     }
 }
 
