@@ -112,6 +112,29 @@ fn wait_until_up(port: u16, served: &mut Served) {
     }
 }
 
+/// `datasette serve` of a one-table `dir/app.db` on a free port of 127.0.0.1, with the
+/// plugin's defaults and `KVREC_MODEL_DIR` when given; returns once it listens.
+fn serve_datasette(venv: &Path, dir: &Path, model_dir: Option<&Path>) -> (Served, u16) {
+    let db = dir.join("app.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let port = free_port();
+    let mut command = Command::new(venv.join("bin/datasette"));
+    command
+        .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg(&db)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(model_dir) = model_dir {
+        command.env("KVREC_MODEL_DIR", model_dir);
+    }
+    let mut served = Served(command.spawn().expect("datasette starts"));
+    wait_until_up(port, &mut served);
+    (served, port)
+}
+
 fn write_request(dir: &Path) -> PathBuf {
     let request = serde_json::json!({
         "user": serde_json::from_str::<serde_json::Value>(common::USER).unwrap(),
@@ -229,22 +252,7 @@ fn the_wheels_install_and_serve_in_sqlite_duckdb_sqlite_utils_and_datasette() {
     }
 
     // Datasette on 127.0.0.1 with the plugin: models loaded, registry locked.
-    let db = dir.join("app.db");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
-        .unwrap();
-    let port = free_port();
-    let mut served = Served(
-        Command::new(venv.join("bin/datasette"))
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg(&db)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("datasette starts"),
-    );
-    wait_until_up(port, &mut served);
+    let (served, port) = serve_datasette(venv, &dir, None);
     let said = run(Command::new(&python)
         .arg(root.join("tests/python/check_datasette.py"))
         .arg(format!("http://127.0.0.1:{port}"))
@@ -273,23 +281,7 @@ fn a_locked_datasette_survives_a_bounded_attack() {
         model_dir.join("kvrec-default.gguf"),
     )
     .unwrap();
-    let db = dir.join("app.db");
-    rusqlite::Connection::open(&db)
-        .unwrap()
-        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
-        .unwrap();
-    let port = free_port();
-    let mut served = Served(
-        Command::new(venv.join("bin/datasette"))
-            .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg(&db)
-            .env("KVREC_MODEL_DIR", &model_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("datasette starts"),
-    );
-    wait_until_up(port, &mut served);
+    let (served, port) = serve_datasette(venv, &dir, Some(&model_dir));
     let said = run(Command::new(venv.join("bin/python"))
         .arg(root.join("tests/python/check_datasette_attack.py"))
         .arg(format!("http://127.0.0.1:{port}"))
