@@ -4,12 +4,12 @@
 use std::collections::HashSet;
 
 use kvrec_core::rng::Rng;
-use kvrec_finetune::baselines::{CoOccurrenceScorer, PopularityScorer, RandomScorer};
-use kvrec_finetune::cowatch::CoWatchParams;
-use kvrec_finetune::eval::evaluate;
-use kvrec_finetune::movielens::{Dataset, Movie, Rating, User};
-use kvrec_finetune::protocol::{build, sequences, ProtocolConfig, Split, TieOrder};
-use kvrec_finetune::training_data;
+use kvrec_evaluation::baselines::{CoOccurrenceScorer, PopularityScorer, RandomScorer};
+use kvrec_evaluation::cowatch::CoWatchParams;
+use kvrec_evaluation::eval::evaluate;
+use kvrec_evaluation::movielens::{Dataset, Movie, Rating, User};
+use kvrec_evaluation::protocol::{build, sequences, ProtocolConfig, Split, TieOrder};
+use kvrec_evaluation::training_data;
 
 /// `users` users with 6..=40 ratings each over `movies` movies; movie 999 is rated 3 times only.
 fn synthetic(users: i64, movies: i64, seed: u64) -> Dataset {
@@ -351,7 +351,7 @@ fn co_watch_key_leaves_out_the_users_own_sequence() {
             ..ProtocolConfig::default()
         },
     );
-    let co_watch_of = |instance: &kvrec_finetune::protocol::Instance, id: i64| {
+    let co_watch_of = |instance: &kvrec_evaluation::protocol::Instance, id: i64| {
         instance
             .candidates
             .as_array()
@@ -372,8 +372,8 @@ fn co_watch_key_leaves_out_the_users_own_sequence() {
         "symmetric users see the same count"
     );
     assert!(own_left_out > 0);
-    let params = kvrec_finetune::cowatch::CoWatchParams::default();
-    let table = kvrec_finetune::cowatch::CoWatch::new(&out.train_sequences[1..2], params.window);
+    let params = kvrec_evaluation::cowatch::CoWatchParams::default();
+    let table = kvrec_evaluation::cowatch::CoWatch::new(&out.train_sequences[1..2], params.window);
     let expected = (10.0 * table.score(&[1, 2, 3, 4], 5, &params, None)).round() as i64;
     assert_eq!(own_left_out, expected);
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kvrec_core::{parse_answer, Request};
-use kvrec_finetune::{db, movielens};
+use kvrec_evaluation::{db, movielens};
 use rusqlite::fallible_iterator::FallibleIterator as _;
 use rusqlite::{Batch, Connection};
 
@@ -300,7 +300,7 @@ fn sqlite3_cli_renders_prompts_from_the_examples() {
 
 #[test]
 fn protocol_requests_go_into_sqlite_and_recommend_reads_them() {
-    use kvrec_finetune::protocol::{build, ProtocolConfig};
+    use kvrec_evaluation::protocol::{build, ProtocolConfig};
     let path = import(&common::ml_tiny(), "requests");
     let data = build(
         &movielens::read(&common::ml_tiny()).unwrap(),
@@ -317,7 +317,7 @@ fn protocol_requests_go_into_sqlite_and_recommend_reads_them() {
     let db = open_with_extension(&path);
     assert_eq!(count(&db, "requests"), all.len() as i64);
     // eval --sqlite reads the test split only, unchanged.
-    let read = kvrec_finetune::io::read_sqlite(&path, "requests").unwrap();
+    let read = kvrec_evaluation::io::read_sqlite(&path, "requests").unwrap();
     assert_eq!(read.len(), data.test.len());
     for (a, b) in read.iter().zip(&data.test) {
         assert_eq!(
@@ -341,7 +341,7 @@ fn protocol_requests_go_into_sqlite_and_recommend_reads_them() {
 /// makes them) or JSON text columns, reads back as the test split unchanged.
 #[test]
 fn protocol_requests_read_back_from_a_duckdb_table() {
-    use kvrec_finetune::protocol::{build, ProtocolConfig};
+    use kvrec_evaluation::protocol::{build, ProtocolConfig};
     if !common::duckdb_available() {
         eprintln!("skipped: python3 has no duckdb package");
         return;
@@ -358,7 +358,7 @@ fn protocol_requests_read_back_from_a_duckdb_table() {
     std::fs::create_dir_all(&dir).unwrap();
     let jsonl = dir.join("all.jsonl");
     let all: Vec<_> = data.train.iter().chain(&data.test).collect();
-    kvrec_finetune::io::write_jsonl(&jsonl, &all).unwrap();
+    kvrec_evaluation::io::write_jsonl(&jsonl, &all).unwrap();
     let file = dir.join("requests.duckdb");
     let _ = std::fs::remove_file(&file);
     let made = std::process::Command::new("python3")
@@ -379,7 +379,7 @@ fn protocol_requests_read_back_from_a_duckdb_table() {
         String::from_utf8_lossy(&made.stderr)
     );
     for table in ["structs", "texts"] {
-        let read = kvrec_finetune::io::read_duckdb(&file, table).unwrap();
+        let read = kvrec_evaluation::io::read_duckdb(&file, table).unwrap();
         assert_eq!(read.len(), data.test.len(), "{table}");
         for (a, b) in read.iter().zip(&data.test) {
             assert_eq!(
@@ -389,6 +389,6 @@ fn protocol_requests_read_back_from_a_duckdb_table() {
             );
         }
     }
-    let err = kvrec_finetune::io::read_duckdb(&file, "missing").unwrap_err();
+    let err = kvrec_evaluation::io::read_duckdb(&file, "missing").unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
 }

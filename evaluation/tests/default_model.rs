@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use kvrec_core::options::{Mode, Options};
-use kvrec_finetune::baselines::{CoOccurrenceScorer, PopularityScorer};
-use kvrec_finetune::cowatch::CoWatchParams;
-use kvrec_finetune::eval::{evaluate, evaluate_model};
-use kvrec_finetune::movielens;
-use kvrec_finetune::protocol::{build, ProtocolConfig, TieOrder};
+use kvrec_evaluation::baselines::{CoOccurrenceScorer, PopularityScorer};
+use kvrec_evaluation::cowatch::CoWatchParams;
+use kvrec_evaluation::eval::{evaluate, evaluate_model};
+use kvrec_evaluation::movielens;
+use kvrec_evaluation::protocol::{build, ProtocolConfig, TieOrder};
 
 /// HR@1 and NDCG@3 of the default model on the first 300 test users of ML-1M-head2999, as
 /// the model card reports them (scoring is deterministic, so only a changed model or a
