@@ -314,8 +314,13 @@ impl Model {
         if recent {
             1
         } else {
-            self.load.n_threads.clamp(1, limits::get().max_threads)
+            self.threads_allowed()
         }
+    }
+
+    /// The model's `n_threads` within the host's `max_threads`: what a call alone runs.
+    pub fn threads_allowed(&self) -> u32 {
+        self.load.n_threads.clamp(1, limits::get().max_threads)
     }
 
     /// Runs `f` with a context of this model to itself, running the model's `n_threads`.

@@ -95,6 +95,8 @@ pub fn load_as_host(name: &str, path: &str, options: &Options) -> Result<ModelIn
             problem: "must be a plain name, not empty and not JSON; 'default' is the model recommend(user, history, candidates) uses".into(),
         });
     }
+    // Checked before the file loads, so a full registry costs no load, and again under the
+    // lock below, where a load that finished meanwhile counts.
     limits::get().check_load(options, models().len())?;
     if models().contains_key(name) {
         return Err(KvrecError::ModelExists { name: name.into() });

@@ -52,14 +52,15 @@ pub fn configure(args: &dyn SqlArgs) -> Result<String> {
         }
     };
     limits::check_unsealed("kvrec_configure()")?;
-    let set = limits::set(caps);
-    let loaded: Vec<String> = registry::list().into_iter().map(|m| m.name).collect();
-    let mut outcome = set;
-    for (name, path) in &models {
-        if !loaded.contains(name) && outcome.is_ok() {
-            outcome = registry::load_as_host(name, path, &Options::default()).map(|_| ());
+    // The first failure stops the loads; the lock and the seal below happen regardless.
+    let outcome = limits::set(caps).and_then(|()| {
+        for (name, path) in &models {
+            if registry::get(name).is_err() {
+                registry::load_as_host(name, path, &Options::default())?;
+            }
         }
-    }
+        Ok(())
+    });
     if lock_models {
         registry::lock();
     }

@@ -39,6 +39,11 @@ impl Connection {
         Connection(unsafe { sqlite_loadable::ext::sqlite3ext_context_db_handle(ctx) })
     }
 
+    /// [`Connection::interrupted`] as the probe a call's [`kvrec_llm::Cancel`] asks.
+    pub fn probe<'a>(self) -> Box<dyn Fn() -> bool + Sync + 'a> {
+        Box::new(move || self.interrupted())
+    }
+
     /// Whether the host interrupted the statement: `sqlite3_interrupt()`, or a progress
     /// handler that returned non-zero (Datasette's time limit is one). Neither is visible
     /// from inside a function, so this runs a small statement on the connection that takes a
@@ -87,8 +92,7 @@ impl SqlArgs for Args<'_> {
     }
 
     fn host_probe(&self) -> Option<Box<dyn Fn() -> bool + Sync + '_>> {
-        let db = self.db?;
-        Some(Box::new(move || db.interrupted()))
+        self.db.map(Connection::probe)
     }
 
     fn is_null(&self, i: usize) -> bool {

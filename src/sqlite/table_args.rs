@@ -64,8 +64,7 @@ impl SqlArgs for TableArgs<'_> {
     }
 
     fn host_probe(&self) -> Option<Box<dyn Fn() -> bool + Sync + '_>> {
-        let db = self.db;
-        Some(Box::new(move || db.interrupted()))
+        Some(self.db.probe())
     }
 
     fn tail<'s>(&'s self, skip: usize, params: &'static [&'static str]) -> Box<dyn SqlArgs + 's> {

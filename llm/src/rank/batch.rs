@@ -38,7 +38,7 @@ pub fn rank_batch(
     let work = plan_work(model, requests, &spec, &mut results);
     let all = model
         .threads_for(options)
-        .unwrap_or_else(|| model.load.n_threads.min(crate::limits::get().max_threads));
+        .unwrap_or_else(|| model.threads_allowed());
     let workers = (all as usize).min(work.len()).max(1);
     // One unit of work (a single SQL call) leaves the choice to the pool, as `rank` does.
     let threads =
