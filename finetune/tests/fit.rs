@@ -106,6 +106,7 @@ fn the_configuration_follows_the_data_shape() {
                 "batch": c.batch,
                 "epochs": c.epochs,
                 "patience": c.patience,
+                "valid_users": c.valid_users,
                 "mask_seen": c.targets.mask_seen,
                 "future_items": c.targets.future_items,
                 "output_sample": c.targets.output_sample,

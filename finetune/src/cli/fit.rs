@@ -43,7 +43,7 @@ pub struct FitArgs {
     /// Do not read the item titles, even with a text model at hand.
     #[arg(long)]
     no_item_text: bool,
-    /// CPU threads for reading the titles (default: all cores).
+    /// CPU threads for reading the titles and scoring the model (default: all cores).
     #[arg(long)]
     threads: Option<u32>,
 }

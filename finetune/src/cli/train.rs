@@ -130,6 +130,10 @@ pub struct TrainArgs {
     /// is held out and ranked every epoch, and export takes the best epoch.
     #[arg(long)]
     valid: Option<PathBuf>,
+    /// Sequence stage: validate on at most this many users' last items (an even spread);
+    /// the other users' last items are trained on (0: validate on every user).
+    #[arg(long, default_value_t = TrainConfig::default().valid_users)]
+    valid_users: usize,
     /// Sequence stage: stop after this many epochs without a better validation HR@1.
     #[arg(long, default_value_t = TrainConfig::default().patience)]
     patience: usize,
@@ -285,6 +289,7 @@ impl TrainArgs {
             attention_span: self.attention_span,
             dropout: self.dropout,
             valid: self.valid.clone(),
+            valid_users: self.valid_users,
             patience: self.patience,
             ema: self.ema,
             shuffle_ties: self.shuffle_ties,

@@ -223,7 +223,11 @@ pub fn run(options: &FitOptions) -> Result<Fitted> {
     std::fs::rename(&partial, &model_path)?;
     let scoring = Instant::now();
     let path = model_path.to_str().context("the model path is not UTF-8")?;
-    let model = kvrec_llm::Model::load(&name, path, &Default::default())?;
+    let load = kvrec_core::options::Options {
+        n_threads: options.threads,
+        ..Default::default()
+    };
+    let model = kvrec_llm::Model::load(&name, path, &load)?;
     rows.push(eval::evaluate_model(&model, &test, Mode::Score)?);
     catalog.push(catalog_eval::evaluate_model(&model, &test, &eligible)?);
     let against = paired::compare(&rows[2].outcomes, &rows[1].outcomes, options.protocol.seed);

@@ -77,6 +77,11 @@ pub struct TrainConfig {
     /// training item, held out of training and ranked every epoch; the best epoch is kept.
     #[serde(default)]
     pub valid: Option<PathBuf>,
+    /// Sequence stage: validate on at most this many of those requests, an even spread; the
+    /// other users' last items are trained on (0: validate on every request). The last items
+    /// are each user's latest and so the nearest to what is asked next.
+    #[serde(default)]
+    pub valid_users: usize,
     /// Sequence stage: stop after this many epochs without a better validation HR@1 (0: never).
     #[serde(default)]
     pub patience: usize,
@@ -141,6 +146,7 @@ impl Default for TrainConfig {
             attention_span: 0,
             dropout: 0.0,
             valid: None,
+            valid_users: 0,
             patience: 0,
             ema: 0.0,
             shuffle_ties: false,

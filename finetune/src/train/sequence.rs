@@ -8,7 +8,7 @@
 //! from the rest, and the held-out item is ranked among the protocol's candidates after the
 //! 20 items before it; the best epoch is kept.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -156,8 +156,9 @@ impl ItemClasses {
     }
 }
 
-/// Drops each sequence's last item: SASRec's validation hold-out. The validation instances
-/// (`train.jsonl` of `data`, whose positive is that item) are checked against it.
+/// Drops the last item of each sequence whose user has a validation request: SASRec's
+/// validation hold-out. The requests (`train.jsonl` of `data`, whose positive is that item)
+/// are checked against it.
 pub fn hold_out_last(sequences: &[Sequence], valid: &[Instance]) -> Result<Vec<Sequence>> {
     let last: HashMap<i64, i64> = sequences
         .iter()
@@ -172,15 +173,29 @@ pub fn hold_out_last(sequences: &[Sequence], valid: &[Instance]) -> Result<Vec<S
             );
         }
     }
+    let validated: HashSet<i64> = valid.iter().map(|v| v.user_id).collect();
     Ok(sequences
         .iter()
-        .map(|s| Sequence {
-            user_id: s.user_id,
-            items: s.items[..s.items.len().saturating_sub(1)].to_vec(),
-            times: s.times[..s.times.len().saturating_sub(1)].to_vec(),
+        .map(|s| {
+            let keep = s.items.len() - usize::from(validated.contains(&s.user_id));
+            Sequence {
+                user_id: s.user_id,
+                items: s.items[..keep].to_vec(),
+                times: s.times[..keep.min(s.times.len())].to_vec(),
+            }
         })
         .filter(|s| s.items.len() >= 2)
         .collect())
+}
+
+/// At most `users` of the validation requests, an even spread over them (all for 0).
+pub fn validation_sample(valid: &[Instance], users: usize) -> Vec<Instance> {
+    if users == 0 || users >= valid.len() {
+        return valid.to_vec();
+    }
+    (0..users)
+        .map(|i| valid[i * valid.len() / users].clone())
+        .collect()
 }
 
 /// `sequences` with the items of each second in a new random order. A second's ratings came
@@ -278,6 +293,47 @@ pub fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn valid_request(user_id: i64, positive: i64) -> Instance {
+        Instance {
+            user_id,
+            split: crate::protocol::Split::Train,
+            user: serde_json::json!({}),
+            history: serde_json::json!([]),
+            candidates: serde_json::json!([]),
+            positive,
+        }
+    }
+
+    #[test]
+    fn only_the_validated_users_lose_their_last_item() {
+        let sequences: Vec<Sequence> = (1..=4)
+            .map(|user_id| Sequence {
+                user_id,
+                items: vec![10 * user_id, 10 * user_id + 1, 10 * user_id + 2],
+                times: vec![0, 1, 2],
+            })
+            .collect();
+        let valid: Vec<Instance> = (1..=4).map(|u| valid_request(u, 10 * u + 2)).collect();
+        let sample = validation_sample(&valid, 2);
+        let users: Vec<i64> = sample.iter().map(|v| v.user_id).collect();
+        assert_eq!(users, vec![1, 3], "an even spread");
+        assert_eq!(
+            validation_sample(&valid, 0).len(),
+            4,
+            "0 keeps every request"
+        );
+        assert_eq!(validation_sample(&valid, 9).len(), 4);
+        let trained = hold_out_last(&sequences, &sample).unwrap();
+        let lengths: Vec<(i64, usize, usize)> = trained
+            .iter()
+            .map(|s| (s.user_id, s.items.len(), s.times.len()))
+            .collect();
+        assert_eq!(lengths, vec![(1, 2, 2), (2, 3, 3), (3, 2, 2), (4, 3, 3)]);
+        let wrong = [valid_request(2, 20)];
+        let error = hold_out_last(&sequences, &wrong).unwrap_err().to_string();
+        assert!(error.contains("user 2"), "{error}");
+    }
 
     #[test]
     fn ties_are_shuffled_within_their_second_only_and_by_the_seed() {

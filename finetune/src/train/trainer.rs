@@ -185,7 +185,7 @@ struct Run<'a> {
     model: Transformer,
     tokenizer: Box<dyn TextTokenizer>,
     pad: u32,
-    data: Data<'a>,
+    data: Data,
     weights: Weights,
     records: Records,
     meter: Meter,
@@ -291,7 +291,7 @@ impl<'a> Run<'a> {
                 &self.model,
                 tokenizer,
                 items,
-                self.data.valid,
+                &self.data.valid,
                 &mut self.weights,
             )?;
             let epoch = done.div_ceil(self.per_epoch);
@@ -441,9 +441,9 @@ fn model_and_tokenizer(
 /// What the steps read: the examples (an epoch's windows, which --shuffle-ties reorders each
 /// epoch), their lengths, and for the sequence stage the sequences, the item classes, the
 /// catalog and the validation requests.
-struct Data<'a> {
+struct Data {
     sequences: Option<Vec<Sequence>>,
-    valid: &'a [Instance],
+    valid: Vec<Instance>,
     catalog: Vec<u32>,
     items: Option<sequence::ItemClasses>,
     examples: Vec<Example>,
@@ -453,15 +453,15 @@ struct Data<'a> {
     window: usize,
 }
 
-impl<'a> Data<'a> {
+impl Data {
     fn prepare(
         config: &TrainConfig,
-        corpus: Corpus<'a>,
+        corpus: Corpus<'_>,
         out: &Path,
         model: &mut Transformer,
         tokenizer: &dyn TextTokenizer,
         progress: bool,
-    ) -> Result<Data<'a>> {
+    ) -> Result<Data> {
         let context = config.context.min(model.shape.context);
         let window = config.sequence_window.min(context.saturating_sub(1));
         let (sequences, valid, catalog) = sequences_of(config, corpus, out)?;
@@ -520,11 +520,7 @@ impl<'a> Data<'a> {
 /// A sequence corpus's training sequences (each user's last item held out when there are
 /// validation requests), its validation requests, and its catalog as item classes, written
 /// to [`CATALOG_FILE`]: what the exported model ranks in `recommend_topk`. Rows have none.
-fn sequences_of<'a>(
-    config: &TrainConfig,
-    corpus: Corpus<'a>,
-    out: &Path,
-) -> Result<SequenceParts<'a>> {
+fn sequences_of(config: &TrainConfig, corpus: Corpus<'_>, out: &Path) -> Result<SequenceParts> {
     match corpus {
         Corpus::Rows(_) if config.targets.any() => {
             bail!("--mask-seen, --mask-later, --future-items and --sampled-negatives shape the sequence stage's targets; pass train_sequences.jsonl with --sequence-window")
@@ -532,7 +528,7 @@ fn sequences_of<'a>(
         Corpus::Rows(_) if config.shuffle_ties => {
             bail!("--shuffle-ties orders training sequences; pass train_sequences.jsonl with --sequence-window")
         }
-        Corpus::Rows(_) => Ok((None, &[][..], Vec::new())),
+        Corpus::Rows(_) => Ok((None, Vec::new(), Vec::new())),
         Corpus::Sequences { sequences, valid } => {
             if config.sequence_window < 2 {
                 bail!("the sequence stage needs windows of at least 2 items (--sequence-window)");
@@ -549,10 +545,11 @@ fn sequences_of<'a>(
                 .iter()
                 .filter_map(|&id| u32::try_from(id).ok())
                 .collect();
+            let valid = sequence::validation_sample(valid, config.valid_users);
             let sequences = if valid.is_empty() {
                 sequences.to_vec()
             } else {
-                sequence::hold_out_last(sequences, valid)?
+                sequence::hold_out_last(sequences, &valid)?
             };
             Ok((Some(sequences), valid, classes))
         }
@@ -560,7 +557,7 @@ fn sequences_of<'a>(
 }
 
 /// The training sequences, the validation requests and the catalog's item classes.
-type SequenceParts<'a> = (Option<Vec<Sequence>>, &'a [Instance], Vec<u32>);
+type SequenceParts = (Option<Vec<Sequence>>, Vec<Instance>, Vec<u32>);
 
 /// An epoch's windows of `sequences`; with --shuffle-ties the items of each second in an
 /// order seeded by the epoch, so a resumed run sees the same orders.
