@@ -86,13 +86,12 @@ fn assert_scores_match(ranking: &kvrec_llm::Ranking, request: &Request, expected
 /// `request` ranked by the model loaded in the registry as `name`.
 fn ranked(name: &str, request: &Request) -> kvrec_llm::Ranking {
     let model = kvrec_llm::registry::get(name).unwrap();
-    kvrec_llm::rank(
-        &model,
-        request,
-        &Options::default(),
-        &kvrec_llm::Cancel::none(),
-    )
-    .unwrap()
+    ranked_by(&model, request, &Options::default())
+}
+
+/// `request` ranked by `model` with `options`, never cancelled.
+fn ranked_by(model: &kvrec_llm::Model, request: &Request, options: &Options) -> kvrec_llm::Ranking {
+    kvrec_llm::rank(model, request, options, &kvrec_llm::Cancel::none()).unwrap()
 }
 
 fn curve(dir: &std::path::Path) -> Vec<(usize, f64)> {
@@ -278,13 +277,7 @@ fn export_and_compare(config: &TrainConfig, name: &str) -> (Vec<u32>, Request, P
     let prompt = config.template.render_prompt(&request);
     let ours = same_tokens(&tokenizer, &served, &prompt);
 
-    let ranking = kvrec_llm::rank(
-        &served,
-        &request,
-        &Options::default(),
-        &kvrec_llm::Cancel::none(),
-    )
-    .unwrap();
+    let ranking = ranked_by(&served, &request, &Options::default());
     // The same constrained scores from candle's log-probabilities at each branching node.
     let (prompt_ids, prefixes) = scoring_inputs(&tokenizer, &config.template, &request, &ours);
     if config.number_tokens == 0 {
@@ -506,13 +499,7 @@ fn lora_trains_resumes_merges_and_llama_cpp_serves_the_merge() {
         .map(|c| tokens(&config.template.answer_prefix(c.id), false))
         .collect();
     let expected = model.candidate_scores(&prompt, &prefixes).unwrap();
-    let ranking = kvrec_llm::rank(
-        &served,
-        &request,
-        &Options::default(),
-        &kvrec_llm::Cancel::none(),
-    )
-    .unwrap();
+    let ranking = ranked_by(&served, &request, &Options::default());
     assert_scores_match(&ranking, &request, &expected);
 
     // Q8_0 merges load and stay close; the adapter file is a llama.cpp LoRA GGUF.
@@ -551,25 +538,17 @@ fn lora_trains_resumes_merges_and_llama_cpp_serves_the_merge() {
         max_history: Some(5),
         ..Options::default()
     };
-    let adapter_ranking = kvrec_llm::rank(
-        &adapted,
-        &request,
-        &with_template,
-        &kvrec_llm::Cancel::none(),
-    )
-    .unwrap();
+    let adapter_ranking = ranked_by(&adapted, &request, &with_template);
     assert_eq!(adapter_ranking.ids, ranking.ids);
     for (a, b) in adapter_ranking.scores.iter().zip(&ranking.scores) {
         assert!((a - b).abs() < 1e-2, "adapter {a} vs merged {b}");
     }
     kvrec_llm::registry::load("lora-plain-base", base_path, &Options::default()).unwrap();
-    let plain = kvrec_llm::rank(
+    let plain = ranked_by(
         &kvrec_llm::registry::get("lora-plain-base").unwrap(),
         &request,
         &with_template,
-        &kvrec_llm::Cancel::none(),
-    )
-    .unwrap();
+    );
     assert_ne!(
         plain.scores, adapter_ranking.scores,
         "the adapter changed nothing"
