@@ -66,7 +66,15 @@ fn walking_shop(dir: &Path, users: usize, items: usize) -> PathBuf {
     recipe
 }
 
-fn shape(users: usize, items: usize, per_user: usize, tie_share: f64, keys: usize) -> DataShape {
+/// A shape with ties listed in an arbitrary order (`ordered`: as they happened).
+fn shape(
+    users: usize,
+    items: usize,
+    per_user: usize,
+    tie_share: f64,
+    keys: usize,
+    ordered: bool,
+) -> DataShape {
     DataShape {
         users,
         items,
@@ -74,6 +82,7 @@ fn shape(users: usize, items: usize, per_user: usize, tie_share: f64, keys: usiz
         events: users * per_user,
         p95_length: per_user * 2,
         tie_share,
+        tie_order_agreement: if ordered { 0.76 } else { 0.5 },
         items_with_keys: keys,
         items_with_vectors: 0,
     }
@@ -82,10 +91,11 @@ fn shape(users: usize, items: usize, per_user: usize, tie_share: f64, keys: usiz
 #[test]
 fn the_configuration_follows_the_data_shape() {
     let shapes = [
-        ("ml-1m-like", shape(2999, 3700, 170, 0.5, 3700)),
-        ("ml-100k-like", shape(943, 1682, 100, 0.3, 1682)),
-        ("shop-like", shape(22000, 12000, 9, 0.0, 0)),
-        ("tiny", shape(40, 60, 8, 0.0, 60)),
+        ("ml-1m-like", shape(2999, 3700, 170, 0.5, 3700, false)),
+        ("ml-100k-like", shape(943, 1682, 100, 0.3, 1682, false)),
+        ("shop-like", shape(22000, 12000, 9, 0.0, 0, false)),
+        ("tiny", shape(40, 60, 8, 0.0, 60, false)),
+        ("ordered-log-like", shape(12000, 4400, 7, 0.6, 0, true)),
     ];
     let derived: Vec<Value> = shapes
         .iter()
@@ -142,6 +152,50 @@ fn the_shape_is_read_from_the_sequences() {
         shape.tie_share
     );
     assert_eq!(shape.items_with_keys, 2);
+}
+
+/// The order within ties is judged by the pairs' order where they are not tied.
+#[test]
+fn the_order_within_ties_is_read_against_untied_pairs() {
+    let user = |user_id, items: Vec<i64>, times: Vec<i64>| Sequence {
+        user_id,
+        items,
+        times,
+    };
+    // 1 → 2 and 3 → 4 happen untied; the tied pairs list 1, 2 forward and 4, 3 backward, and
+    // 5, 6 have never been seen untied.
+    let untied = [
+        user(1, vec![1, 2], vec![1, 2]),
+        user(2, vec![3, 4], vec![1, 2]),
+    ];
+    let forward = [
+        user(3, vec![1, 2], vec![5, 5]),
+        user(4, vec![1, 2], vec![7, 7]),
+    ];
+    let mixed = [
+        user(3, vec![1, 2], vec![5, 5]),
+        user(4, vec![4, 3], vec![7, 7]),
+    ];
+    let unknown = [user(3, vec![5, 6], vec![5, 5])];
+    let agreement = |tied: &[Sequence]| {
+        let all: Vec<Sequence> = untied.iter().chain(tied).cloned().collect();
+        DataShape::of(&all, &[], &[]).tie_order_agreement
+    };
+    assert_eq!(agreement(&forward), 1.0);
+    assert_eq!(agreement(&mixed), 0.5);
+    assert_eq!(agreement(&unknown), 0.5, "no evidence reads as arbitrary");
+    let shape = DataShape::of(
+        &untied.iter().chain(&forward).cloned().collect::<Vec<_>>(),
+        &[],
+        &[],
+    );
+    assert!(shape.ties_keep_order());
+    assert!(!DataShape::of(
+        &untied.iter().chain(&mixed).cloned().collect::<Vec<_>>(),
+        &[],
+        &[]
+    )
+    .ties_keep_order());
 }
 
 /// `train` with `--config` and with the same options as flags writes the same run.json, and

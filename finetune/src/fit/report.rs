@@ -83,6 +83,22 @@ fn headline(facts: &Facts) -> String {
     }
 }
 
+/// How the source lists events that share a time, when any do.
+fn tie_order(s: &DataShape) -> String {
+    if s.tie_share == 0.0 {
+        return String::new();
+    }
+    let order = if s.ties_keep_order() {
+        "in the order they happened"
+    } else {
+        "in an order that is not the order of events"
+    };
+    format!(
+        ", listed {order} (tie-order agreement {:.2})",
+        s.tie_order_agreement
+    )
+}
+
 /// What to try when the model does not win, from how the training ended.
 fn advice(facts: &Facts) -> Vec<String> {
     let mut advice = Vec::new();
@@ -177,13 +193,14 @@ fn markdown(facts: &Facts) -> String {
     out.push_str(&format!(
         "\n## Data\n\nFrom the {source}: {} users with a training sequence, {} items, {} training \
          events ({:.1} per item), 95 % of sequences at most {} items long, {:.0} % of consecutive \
-         events tied in time; {} items with keys, {} with title vectors.\n",
+         events tied in time{}; {} items with keys, {} with title vectors.\n",
         s.users,
         s.items,
         s.events,
         s.events_per_item(),
         s.p95_length,
         100.0 * s.tie_share,
+        tie_order(s),
         s.items_with_keys,
         s.items_with_vectors
     ));
