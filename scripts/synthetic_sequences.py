@@ -36,9 +36,9 @@ def zipf_weights(n, rng, exponent=1.0):
     return weights
 
 
-def generate(shape, seed):
-    p = SHAPES[shape]
-    rng = random.Random(seed)
+def catalog(p, rng):
+    """The items' topics, each item's successor in its series, and the popularity weights of
+    each topic's items (aligned with `topics`)."""
     items = list(range(1, p["items"] + 1))
     rng.shuffle(items)
     # Topics hold consecutive runs of series; an item's successor is the next of its series.
@@ -49,6 +49,13 @@ def generate(shape, seed):
             run = members[start : start + p["series"]]
             successor.update(zip(run, run[1:]))
     popularity = [zipf_weights(len(members), rng) for members in topics]
+    return topics, successor, popularity
+
+
+def generate(shape, seed):
+    p = SHAPES[shape]
+    rng = random.Random(seed)
+    topics, successor, popularity = catalog(p, rng)
     topic_weights = zipf_weights(p["topics"], rng, exponent=0.7)
     rows = []
     for user in range(1, p["users"] + 1):
