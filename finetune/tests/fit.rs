@@ -177,25 +177,19 @@ fn the_order_within_ties_is_read_against_untied_pairs() {
         user(4, vec![4, 3], vec![7, 7]),
     ];
     let unknown = [user(3, vec![5, 6], vec![5, 5])];
-    let agreement = |tied: &[Sequence]| {
+    let shape_with = |tied: &[Sequence]| {
         let all: Vec<Sequence> = untied.iter().chain(tied).cloned().collect();
-        DataShape::of(&all, &[], &[]).tie_order_agreement
+        DataShape::of(&all, &[], &[])
     };
-    assert_eq!(agreement(&forward), 1.0);
-    assert_eq!(agreement(&mixed), 0.5);
-    assert_eq!(agreement(&unknown), 0.5, "no evidence reads as arbitrary");
-    let shape = DataShape::of(
-        &untied.iter().chain(&forward).cloned().collect::<Vec<_>>(),
-        &[],
-        &[],
+    assert_eq!(shape_with(&forward).tie_order_agreement, 1.0);
+    assert_eq!(shape_with(&mixed).tie_order_agreement, 0.5);
+    assert_eq!(
+        shape_with(&unknown).tie_order_agreement,
+        0.5,
+        "no evidence reads as arbitrary"
     );
-    assert!(shape.ties_keep_order());
-    assert!(!DataShape::of(
-        &untied.iter().chain(&mixed).cloned().collect::<Vec<_>>(),
-        &[],
-        &[]
-    )
-    .ties_keep_order());
+    assert!(shape_with(&forward).ties_keep_order());
+    assert!(!shape_with(&mixed).ties_keep_order());
 }
 
 /// `train` with `--config` and with the same options as flags writes the same run.json, and

@@ -28,8 +28,8 @@ pub struct DataShape {
     pub events: usize,
     /// The 95th percentile of the sequence lengths.
     pub p95_length: usize,
-    /// Share of consecutive interactions that share their time: the order within a tie is
-    /// not the order of events (0 where the data has no times).
+    /// Share of consecutive interactions that share their time (0 where the data has no
+    /// times).
     pub tie_share: f64,
     /// Whether the source's order within a tie is the order of events: of the tied
     /// consecutive pairs whose two items also follow each other untied elsewhere, the share
@@ -56,14 +56,7 @@ impl DataShape {
             .iter()
             .flat_map(|s| s.items.iter().copied())
             .collect();
-        let (mut pairs, mut ties) = (0usize, 0usize);
-        for times in sequences.iter().map(|s| &s.times) {
-            for pair in times.windows(2) {
-                pairs += 1;
-                ties += usize::from(pair[0] == pair[1]);
-            }
-        }
-        let tie_order_agreement = tie_order_agreement(sequences);
+        let ties = Ties::of(sequences);
         DataShape {
             users: sequences.len(),
             items: items.len(),
@@ -76,12 +69,8 @@ impl DataShape {
                 .unwrap_or(0),
             events: lengths.iter().sum(),
             p95_length,
-            tie_share: if pairs == 0 {
-                0.0
-            } else {
-                ties as f64 / pairs as f64
-            },
-            tie_order_agreement,
+            tie_share: ties.share(),
+            tie_order_agreement: ties.order_agreement(),
             items_with_keys: keyed.len(),
             items_with_vectors: with_vectors.len(),
         }
@@ -98,32 +87,58 @@ impl DataShape {
     }
 }
 
-/// See [`DataShape::tie_order_agreement`].
-fn tie_order_agreement(sequences: &[Sequence]) -> f64 {
-    let consecutive = || {
-        sequences.iter().flat_map(|s| {
-            s.items
-                .windows(2)
-                .zip(s.times.windows(2))
-                .map(|(items, times)| ((items[0], items[1]), times[0] == times[1]))
-        })
-    };
-    let mut untied: HashMap<(i64, i64), u32> = HashMap::new();
-    for (pair, _) in consecutive().filter(|(_, tied)| !tied) {
-        *untied.entry(pair).or_default() += 1;
+/// The consecutive pairs of the sequences: how many, the untied ones counted by direction,
+/// and the tied ones as listed.
+struct Ties {
+    pairs: usize,
+    untied: HashMap<(i64, i64), u32>,
+    tied: Vec<(i64, i64)>,
+}
+
+impl Ties {
+    fn of(sequences: &[Sequence]) -> Self {
+        let mut ties = Ties {
+            pairs: 0,
+            untied: HashMap::new(),
+            tied: Vec::new(),
+        };
+        for s in sequences {
+            for (items, times) in s.items.windows(2).zip(s.times.windows(2)) {
+                ties.pairs += 1;
+                let pair = (items[0], items[1]);
+                if times[0] == times[1] {
+                    ties.tied.push(pair);
+                } else {
+                    *ties.untied.entry(pair).or_default() += 1;
+                }
+            }
+        }
+        ties
     }
-    let (mut agree, mut informative) = (0usize, 0usize);
-    for ((a, b), _) in consecutive().filter(|(_, tied)| *tied) {
-        let forward = untied.get(&(a, b)).copied().unwrap_or(0);
-        let backward = untied.get(&(b, a)).copied().unwrap_or(0);
-        if forward != backward {
-            informative += 1;
-            agree += usize::from(forward > backward);
+
+    fn share(&self) -> f64 {
+        if self.pairs == 0 {
+            0.0
+        } else {
+            self.tied.len() as f64 / self.pairs as f64
         }
     }
-    if informative == 0 {
-        0.5
-    } else {
-        agree as f64 / informative as f64
+
+    /// See [`DataShape::tie_order_agreement`].
+    fn order_agreement(&self) -> f64 {
+        let seen = |pair| self.untied.get(&pair).copied().unwrap_or(0);
+        let (mut agree, mut informative) = (0usize, 0usize);
+        for &(a, b) in &self.tied {
+            let (forward, backward) = (seen((a, b)), seen((b, a)));
+            if forward != backward {
+                informative += 1;
+                agree += usize::from(forward > backward);
+            }
+        }
+        if informative == 0 {
+            0.5
+        } else {
+            agree as f64 / informative as f64
+        }
     }
 }

@@ -519,8 +519,8 @@ impl Data {
 
 /// A sequence corpus's training sequences (the last item held out of each user validated on:
 /// an even spread of at most `valid_users`), those validation requests, and its catalog as
-/// item classes, written
-/// to [`CATALOG_FILE`]: what the exported model ranks in `recommend_topk`. Rows have none.
+/// item classes, written to [`CATALOG_FILE`]: what the exported model ranks in
+/// `recommend_topk`. Rows have none.
 fn sequences_of(config: &TrainConfig, corpus: Corpus<'_>, out: &Path) -> Result<SequenceParts> {
     match corpus {
         Corpus::Rows(_) if config.targets.any() => {
