@@ -8,6 +8,7 @@
 
 pub mod answer;
 pub mod augment;
+pub mod cowatch;
 pub mod error;
 pub mod fuzz_harness;
 pub mod item_ids;

@@ -8,26 +8,8 @@ use std::collections::HashMap;
 
 use crate::interactions::Sequence;
 
-/// How a co-watch score weighs history and popularity; the defaults are the tuned baseline's.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CoWatchParams {
-    /// Two items co-occur when they are at most `window` positions apart in a sequence.
-    pub window: usize,
-    /// Weight of the i-th most recent history item is `decay^i` (1.0: all equal).
-    pub decay: f64,
-    /// Divide by (candidate popularity + 1) to this power (0.0: raw counts).
-    pub normalize: f64,
-}
-
-impl Default for CoWatchParams {
-    fn default() -> Self {
-        CoWatchParams {
-            window: 10,
-            decay: 0.8,
-            normalize: 0.5,
-        }
-    }
-}
+pub use kvrec_core::cowatch::CoWatchParams;
+use kvrec_core::cowatch::{neighbour_scores, CoWatchPrior};
 
 /// Symmetric pair counts and item counts.
 #[derive(Debug, Default, Clone)]
@@ -83,17 +65,29 @@ impl CoWatch {
     /// [`Self::score`] (without `own`) of every item that co-occurs with `history`; every
     /// other item scores 0. The sums run in the same order as `score`'s, so they are equal.
     pub fn scores_with(&self, history: &[i64], params: &CoWatchParams) -> HashMap<i64, f64> {
-        let mut co: HashMap<i64, f64> = HashMap::new();
-        for (age, h) in history.iter().rev().enumerate() {
-            let weight = params.decay.powi(age as i32);
-            for &(item, count) in self.neighbours().get(h).map_or(&[][..], Vec::as_slice) {
-                *co.entry(item).or_insert(0.0) += f64::from(count) * weight;
-            }
-        }
-        for (item, score) in co.iter_mut() {
-            *score /= (f64::from(self.popularity(*item)) + 1.0).powf(params.normalize);
-        }
-        co
+        let neighbours = self.neighbours();
+        neighbour_scores(
+            history,
+            params,
+            |h| neighbours.get(&h).map_or(&[][..], Vec::as_slice),
+            |item| self.popularity(item),
+        )
+    }
+
+    /// The table as a model's prior at `weight`: each item's `keep` most co-watched items (the
+    /// smaller id first on a tie), which is all that ranking by it ever reads in practice.
+    pub fn prior(&self, params: CoWatchParams, weight: f64, keep: usize) -> CoWatchPrior {
+        let neighbours = self
+            .neighbours()
+            .iter()
+            .map(|(&item, list)| {
+                let mut list = list.clone();
+                list.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                list.truncate(keep);
+                (item, list)
+            })
+            .collect();
+        CoWatchPrior::new(params, weight, neighbours, self.popularity.clone())
     }
 
     /// Recency-weighted co-watches of `candidate` with `history` (oldest first), divided by

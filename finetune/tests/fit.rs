@@ -348,6 +348,11 @@ fn a_recipe_without_titles_or_keys_fits_end_to_end() {
     assert!(!out.join("model.gguf.partial").exists());
     assert!(printed.contains("kvrec_load_model('fit', "), "{printed}");
     assert!(printed.contains("co-occurrence"), "{printed}");
+    assert!(
+        printed.contains("The model serves alone")
+            || printed.contains("The model serves with a co-watch prior"),
+        "{printed}"
+    );
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for section in [
         "## Data",

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io::{self, BufWriter};
 use std::path::Path;
 
+use kvrec_core::cowatch::{CoWatchPrior, COWATCH_METADATA_KEY};
 use kvrec_core::item_ids::{ItemId, ITEM_IDS_METADATA_KEY};
 use kvrec_core::template::{TemplateSpec, ITEMS_METADATA_KEY, TEMPLATE_METADATA_KEY};
 
@@ -81,6 +82,8 @@ pub struct LlamaFile<'a> {
     /// The app's ids of those items (`kvrec.item_ids`, parallel to `items`) when the app's ids
     /// are not the model's dense ones (text SKUs, 64-bit ids).
     pub item_ids: Option<&'a [ItemId]>,
+    /// The co-watch prior serving adds to the model's scores (`kvrec.cowatch`).
+    pub prior: Option<&'a CoWatchPrior>,
     /// Weights by name, in the order and shapes of [`LlamaShape::tensors`].
     pub weights: Vec<Vec<f32>>,
     /// Storage of matrices; vectors (norms) are always F32.
@@ -179,6 +182,9 @@ impl LlamaFile<'_> {
             }
             let json = serde_json::to_string(app).map_err(|e| invalid(e.to_string()))?;
             w.meta(ITEM_IDS_METADATA_KEY, MetaValue::String(json));
+        }
+        if let Some(prior) = self.prior {
+            w.meta(COWATCH_METADATA_KEY, MetaValue::String(prior.to_json()));
         }
         for ((name, shape), data) in names.iter().zip(&self.weights) {
             let kind = if shape.len() == 1 {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use kvrec_core::cowatch::{CoWatchPrior, COWATCH_METADATA_KEY};
 use kvrec_core::item_ids::ITEM_IDS_METADATA_KEY;
 use kvrec_core::options::Options;
 use kvrec_core::template::{TemplateSpec, ITEMS_METADATA_KEY, TEMPLATE_METADATA_KEY};
@@ -58,6 +59,8 @@ pub struct Model {
     /// The app's ids of the catalog (`kvrec.item_ids`), when they are not the dense ids the
     /// model reads: requests are mapped to dense ids and rankings back.
     pub ids: Option<ItemIds>,
+    /// The co-watch prior a fit chose for this model (`kvrec.cowatch`), added to its scores.
+    pub prior: Option<CoWatchPrior>,
     /// Each catalog item's deciding token, computed on first use by `recommend_topk`.
     pub(crate) item_tokens: once_cell::sync::OnceCell<Result<Vec<LlamaToken>>>,
 }
@@ -192,6 +195,17 @@ impl Model {
             }
             (Err(_), _) => None,
         };
+        let prior = match model.meta_val_str(COWATCH_METADATA_KEY) {
+            Ok(json) => {
+                Some(
+                    CoWatchPrior::from_json(&json).map_err(|e| KvrecError::ModelLoad {
+                        path: path.to_string(),
+                        detail: format!("its {COWATCH_METADATA_KEY} metadata is invalid: {e}"),
+                    })?,
+                )
+            }
+            Err(_) => None,
+        };
         let info = ModelInfo {
             name: name.to_string(),
             path: path.to_string(),
@@ -239,6 +253,7 @@ impl Model {
             load,
             items,
             ids,
+            prior,
             item_tokens: once_cell::sync::OnceCell::new(),
         };
         // Fail at load time, not at the first query, if no context fits in memory.

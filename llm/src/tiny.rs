@@ -7,6 +7,7 @@
 use std::io;
 use std::path::Path;
 
+use kvrec_core::cowatch::CoWatchPrior;
 use kvrec_core::item_ids::ItemId;
 use kvrec_core::rng::Rng;
 use kvrec_core::template::TemplateSpec;
@@ -91,6 +92,27 @@ pub fn write_tiny_catalog_llama(
     item_tokens: bool,
     app_ids: Option<&[ItemId]>,
 ) -> io::Result<()> {
+    catalog_llama(path, seed, items, item_tokens, app_ids, None)
+}
+
+/// [`write_tiny_catalog_llama`] with item tokens, carrying `prior` as a fitted model does.
+pub fn write_tiny_catalog_llama_with_prior(
+    path: &Path,
+    seed: u64,
+    items: &[i64],
+    prior: &CoWatchPrior,
+) -> io::Result<()> {
+    catalog_llama(path, seed, items, true, None, Some(prior))
+}
+
+fn catalog_llama(
+    path: &Path,
+    seed: u64,
+    items: &[i64],
+    item_tokens: bool,
+    app_ids: Option<&[ItemId]>,
+    prior: Option<&CoWatchPrior>,
+) -> io::Result<()> {
     let mut vocab = tiny_vocab();
     let mut known: std::collections::HashSet<String> = vocab.tokens.iter().cloned().collect();
     for id in items.iter().filter(|_| item_tokens) {
@@ -116,6 +138,7 @@ pub fn write_tiny_catalog_llama(
         &vocab,
         Some(&template),
         Some((items, app_ids)),
+        prior,
         (N_EMBD, N_LAYER),
         seed,
     )
@@ -169,6 +192,7 @@ pub fn write_random_llama(
         &tiny_vocab(),
         template,
         None,
+        None,
         (width, layers),
         seed,
     )
@@ -181,6 +205,7 @@ fn write(
     vocab: &BpeVocab,
     template: Option<&TemplateSpec>,
     catalog: Option<(&[i64], Option<&[ItemId]>)>,
+    prior: Option<&CoWatchPrior>,
     (width, layers): (usize, usize),
     seed: u64,
 ) -> io::Result<()> {
@@ -192,6 +217,7 @@ fn write(
         template,
         items: catalog.map(|(items, _)| items),
         item_ids: catalog.and_then(|(_, app)| app),
+        prior,
         weights: random_weights(&shape, seed),
         matrix_type: TensorType::F32,
         rope_theta: 10_000.0,

@@ -51,7 +51,8 @@ fn item_tokens(model: &Model) -> Result<&[LlamaToken]> {
 
 /// The `k` catalog items the model ranks highest after `request`'s history (items already in
 /// the history are left out unless `keep_history`), best first, with their log-probabilities
-/// under the model's distribution over the eligible items.
+/// under the model's distribution over the eligible items (its co-watch prior added, when it
+/// carries one).
 pub fn rank_catalog(
     model: &Model,
     request: &Request,
@@ -71,11 +72,21 @@ pub fn rank_catalog(
     } else {
         request.history.iter().filter_map(|h| h.id).collect()
     };
+    let prior = match &model.prior {
+        Some(prior) => {
+            let history: Vec<i64> = request.history.iter().filter_map(|h| h.id).collect();
+            prior.terms(&history)
+        }
+        None => HashMap::new(),
+    };
     let eligible: Vec<(i64, f64)> = items
         .iter()
         .zip(tokens)
         .filter(|(id, _)| !seen.contains(id))
-        .map(|(&id, token)| (id, f64::from(logits[token.0 as usize])))
+        .map(|(&id, token)| {
+            let term = prior.get(&id).copied().unwrap_or(0.0);
+            (id, f64::from(logits[token.0 as usize]) + term)
+        })
         .collect();
     // Log-softmax over the eligible items only.
     let max = eligible

@@ -332,3 +332,69 @@ fn generation_longer_than_the_token_cap_is_refused_before_any_work() {
         "{err}"
     );
 }
+
+/// A fitted model carries the co-watch prior its fit chose; serving adds it to the model's
+/// scores, for the candidates and the whole catalog alike, and the scores stay a distribution.
+#[test]
+fn a_co_watch_prior_in_the_model_moves_co_watched_items_up() {
+    use std::collections::HashMap;
+
+    use kvrec_core::cowatch::{CoWatchParams, CoWatchPrior};
+
+    let dir = std::env::temp_dir().join(format!("kvrec-llm-prior-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let items: Vec<i64> = (1..=40).collect();
+    let plain = dir.join("plain.gguf");
+    tiny::write_tiny_catalog_llama(&plain, 5, &items, true, None).unwrap();
+    let request = Request::from_values(
+        &serde_json::json!({}),
+        &serde_json::json!([{"id": 3}, {"id": 5}]),
+        &serde_json::json!((20..30)
+            .map(|id| serde_json::json!({"id": id}))
+            .collect::<Vec<_>>()),
+    )
+    .unwrap();
+    let none = kvrec_llm::Cancel::none();
+    registry::load("prior-plain", plain.to_str().unwrap(), &Options::default()).unwrap();
+    let model = registry::get("prior-plain").unwrap();
+    let before = rank(&model, &request, &Options::default(), &none).unwrap();
+    let catalog_before =
+        kvrec_llm::rank_catalog(&model, &request, 40, &Options::default(), &none).unwrap();
+    registry::unload("prior-plain").unwrap();
+    // The candidate the model alone ranks last is the one the last watched item co-occurs with.
+    let boosted = *before.ids.last().unwrap();
+    let prior = CoWatchPrior::new(
+        CoWatchParams::default(),
+        5.0,
+        HashMap::from([(5, vec![(boosted, 1000)])]),
+        HashMap::from([(boosted, 1)]),
+    );
+    let with_prior = dir.join("prior.gguf");
+    tiny::write_tiny_catalog_llama_with_prior(&with_prior, 5, &items, &prior).unwrap();
+    registry::load("prior", with_prior.to_str().unwrap(), &Options::default()).unwrap();
+    let model = registry::get("prior").unwrap();
+    assert_eq!(
+        model.prior.as_ref(),
+        Some(&prior),
+        "read back from the GGUF"
+    );
+
+    let after = rank(&model, &request, &Options::default(), &none).unwrap();
+    assert_eq!(after.ids[0], boosted, "{before:?} → {after:?}");
+    let total: f64 = after.scores.iter().map(|s| s.exp()).sum();
+    assert!((total - 1.0).abs() < 1e-6, "a distribution: {total}");
+    let others = |r: &kvrec_llm::Ranking| -> Vec<i64> {
+        r.ids.iter().copied().filter(|&id| id != boosted).collect()
+    };
+    assert_eq!(
+        others(&after),
+        others(&before),
+        "the others keep their order"
+    );
+
+    let catalog =
+        kvrec_llm::rank_catalog(&model, &request, 40, &Options::default(), &none).unwrap();
+    assert_eq!(catalog.ids[0], boosted, "{catalog_before:?} → {catalog:?}");
+    assert_eq!(others(&catalog), others(&catalog_before));
+    registry::unload("prior").unwrap();
+}

@@ -7,6 +7,7 @@
 //! counting as if it won: the report says which is better and what to try.
 
 pub mod derive;
+pub mod prior;
 pub mod report;
 pub mod shape;
 
@@ -191,9 +192,11 @@ pub fn run(options: &FitOptions) -> Result<Fitted> {
     // 4. Training within the budget, less the time export and scoring the model will take.
     let run_dir = out.join(RUN_DIR);
     let deadline = started
-        + options
-            .budget
-            .saturating_sub(reserve(options.budget, test.len()));
+        + options.budget.saturating_sub(reserve(
+            options.budget,
+            // Validation requests are scored once, held-out ones twice.
+            test.len() + config.valid_users.min(valid.len()) / 2,
+        ));
     if Instant::now() >= deadline {
         bail!(
             "the budget ({}) ran out before training began (data and baselines took {:.0} s); \
@@ -214,20 +217,40 @@ pub fn run(options: &FitOptions) -> Result<Fitted> {
     };
     let summary = train::run_within(&config, corpus, &run_dir, resume, limits, options.progress)?;
 
-    // 5. Export, aside and renamed: a fit never leaves a half-written model. Then the model
-    // on the same held-out requests.
+    // 5. Export, aside and renamed: a fit never leaves a half-written model. The model alone
+    // on the validation requests sets the weight of its co-watch prior; then the model as it
+    // serves on the same held-out requests as the baselines.
+    let prior_path = run_dir.join(train::export::PRIOR_FILE);
+    if prior_path.exists() {
+        std::fs::remove_file(&prior_path)
+            .with_context(|| format!("removing {}", prior_path.display()))?;
+    }
     let model_path = out.join(MODEL_FILE);
-    let partial = out.join(format!("{MODEL_FILE}.partial"));
     let name = model_name(out);
-    train::export::export(&run_dir, &partial, GgmlDType::F16, &name)?;
-    std::fs::rename(&partial, &model_path)?;
-    let scoring = Instant::now();
-    let path = model_path.to_str().context("the model path is not UTF-8")?;
     let load = kvrec_core::options::Options {
         n_threads: options.threads,
         ..Default::default()
     };
-    let model = kvrec_llm::Model::load(&name, path, &load)?;
+    let scoring = Instant::now();
+    let mut model = export_and_load(&run_dir, &model_path, &name, &load)?;
+    let sample = train::sequence::validation_sample(&valid, config.valid_users);
+    let prior_choice = prior::choose(&model, &sample, &held_out, cooccurrence)?;
+    if prior_choice.weight > 0.0 {
+        let chosen = prior::prior(&sequences, cooccurrence, prior_choice.weight);
+        io::write_atomically(&prior_path, chosen.to_json().as_bytes())?;
+        drop(model);
+        model = export_and_load(&run_dir, &model_path, &name, &load)?;
+    }
+    say(format!(
+        "fit: co-watch prior weight {}; validation HR@1 by weight: {}",
+        prior_choice.weight,
+        prior_choice
+            .hr1
+            .iter()
+            .map(|(w, h)| format!("{w} {h:.4}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     rows.push(eval::evaluate_model(&model, &test, Mode::Score)?);
     catalog.push(catalog_eval::evaluate_model(&model, &test, &eligible)?);
     let against = paired::compare(&rows[2].outcomes, &rows[1].outcomes, options.protocol.seed);
@@ -245,6 +268,7 @@ pub fn run(options: &FitOptions) -> Result<Fitted> {
         config: &config,
         summary: &summary,
         validation: &validation,
+        prior: &prior_choice,
         rows: &rows,
         catalog: &catalog,
         against: &against,
@@ -265,6 +289,20 @@ pub fn run(options: &FitOptions) -> Result<Fitted> {
         verdict,
         summary,
     })
+}
+
+/// Exports the run's best checkpoint to `model_path` (written aside, then renamed) and loads it.
+fn export_and_load(
+    run_dir: &Path,
+    model_path: &Path,
+    name: &str,
+    load: &kvrec_core::options::Options,
+) -> Result<kvrec_llm::Model> {
+    let partial = model_path.with_extension("gguf.partial");
+    train::export::export(run_dir, &partial, GgmlDType::F16, name)?;
+    std::fs::rename(&partial, model_path)?;
+    let path = model_path.to_str().context("the model path is not UTF-8")?;
+    Ok(kvrec_llm::Model::load(name, path, load)?)
 }
 
 /// The interactions, and a recipe's `[train]` table with the folder its paths are relative to.

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::GgmlDType;
+use kvrec_core::cowatch::CoWatchPrior;
 use kvrec_core::ItemId;
 use kvrec_llm::gguf::{GgufWriter, MetaValue, TensorType};
 use kvrec_llm::llama_file::{LlamaFile, LlamaShape};
@@ -16,6 +17,9 @@ use super::checkpoint::{self, Saved};
 use super::lora::Lora;
 use super::model::{Transformer, RMS_EPS, ROPE_THETA};
 use crate::recipe::ITEM_IDS_FILE;
+
+/// The co-watch prior `fit` chose for a run, which export carries into the GGUF.
+pub const PRIOR_FILE: &str = "cowatch_prior.json";
 
 /// Writes `<run>`'s best (else latest) checkpoint to `gguf`.
 pub fn export(run: &Path, gguf: &Path, dtype: GgmlDType, name: &str) -> Result<LlamaShape> {
@@ -43,6 +47,7 @@ pub fn export(run: &Path, gguf: &Path, dtype: GgmlDType, name: &str) -> Result<L
         Some(items) => app_ids(run, items)?,
         None => None,
     };
+    let prior = read_prior(run)?;
     LlamaFile {
         name,
         shape,
@@ -50,6 +55,7 @@ pub fn export(run: &Path, gguf: &Path, dtype: GgmlDType, name: &str) -> Result<L
         template: Some(&saved.config.template),
         items: items.as_deref(),
         item_ids: app_ids.as_deref(),
+        prior: prior.as_ref(),
         weights: model.weights()?.into_iter().map(|(_, _, w)| w).collect(),
         matrix_type,
         rope_theta: ROPE_THETA,
@@ -71,6 +77,19 @@ fn catalog(run: &Path) -> Result<Option<Vec<i64>>> {
     Ok(Some(serde_json::from_str(&text).with_context(|| {
         format!("{} is not a JSON array of item ids", path.display())
     })?))
+}
+
+/// The run's [`PRIOR_FILE`], when its fit chose one.
+fn read_prior(run: &Path) -> Result<Option<CoWatchPrior>> {
+    let path = run.join(PRIOR_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    CoWatchPrior::from_json(&text)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{} is not a co-watch prior: {e}", path.display()))
 }
 
 /// The app's ids of `catalog`'s dense ids, when the run's data came from a recipe (its

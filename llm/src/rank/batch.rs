@@ -154,7 +154,7 @@ fn decode_group(
                 for (at, row) in rows {
                     prepared.keep(&mut logits, at, ctx.get_logits_ith(row));
                 }
-                prepared.finish(&requests[*i], &logits)
+                prepared.finish(model, &requests[*i], &logits)
             })
             .collect())
     })

@@ -32,7 +32,8 @@ pub struct Ranking {
     /// Candidate ids, best first.
     pub ids: Vec<i64>,
     /// Log-probability of each ranked id being the answer's first item when the model may
-    /// only answer with a candidate (scoring; their exponentials sum to 1), or the negated
+    /// only answer with a candidate (scoring, with the model's co-watch prior added when it
+    /// carries one; their exponentials sum to 1), or the negated
     /// rank (generation), aligned with `ids`.
     pub scores: Vec<f64>,
     /// History items left out, oldest first, so the prompt fits the context.

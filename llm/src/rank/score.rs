@@ -96,8 +96,20 @@ impl Prepared {
         }
     }
 
-    pub(super) fn finish(&self, request: &Request, logits: &HashMap<(At, i32), f64>) -> Ranking {
-        let scores = self.trie.scores(|at, token| logits[&(at, token)]);
+    /// The candidates ranked by their log-probabilities, with the model's co-watch prior added
+    /// when it carries one.
+    pub(super) fn finish(
+        &self,
+        model: &Model,
+        request: &Request,
+        logits: &HashMap<(At, i32), f64>,
+    ) -> Ranking {
+        let mut scores = self.trie.scores(|at, token| logits[&(at, token)]);
+        if let Some(prior) = &model.prior {
+            let history: Vec<i64> = request.history.iter().filter_map(|h| h.id).collect();
+            let ids: Vec<i64> = request.candidates.iter().map(|c| c.id).collect();
+            prior.apply(&history, &ids, &mut scores);
+        }
         finish(request, scores, self.dropped, self.prompt.len())
     }
 }
@@ -158,7 +170,7 @@ pub(super) fn score(
         }
         Ok(())
     })?;
-    Ok(prepared.finish(request, &logits))
+    Ok(prepared.finish(model, request, &logits))
 }
 
 /// Which trie nodes to decode, as paths from the first answer token down to the deepest
