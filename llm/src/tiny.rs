@@ -137,8 +137,7 @@ fn catalog_llama(
         "kvrec tiny catalog llama",
         &vocab,
         Some(&template),
-        Some((items, app_ids)),
-        prior,
+        Some((items, app_ids, prior)),
         (N_EMBD, N_LAYER),
         seed,
     )
@@ -192,11 +191,13 @@ pub fn write_random_llama(
         &tiny_vocab(),
         template,
         None,
-        None,
         (width, layers),
         seed,
     )
 }
+
+/// A catalog model's items, their app ids and its co-watch prior.
+type Catalog<'a> = (&'a [i64], Option<&'a [ItemId]>, Option<&'a CoWatchPrior>);
 
 /// A random model of `vocab` and `(width, layers)` written as a kvrec-trained GGUF would be.
 fn write(
@@ -204,8 +205,7 @@ fn write(
     name: &str,
     vocab: &BpeVocab,
     template: Option<&TemplateSpec>,
-    catalog: Option<(&[i64], Option<&[ItemId]>)>,
-    prior: Option<&CoWatchPrior>,
+    catalog: Option<Catalog>,
     (width, layers): (usize, usize),
     seed: u64,
 ) -> io::Result<()> {
@@ -215,9 +215,9 @@ fn write(
         shape,
         vocab,
         template,
-        items: catalog.map(|(items, _)| items),
-        item_ids: catalog.and_then(|(_, app)| app),
-        prior,
+        items: catalog.map(|(items, _, _)| items),
+        item_ids: catalog.and_then(|(_, app, _)| app),
+        prior: catalog.and_then(|(_, _, prior)| prior),
         weights: random_weights(&shape, seed),
         matrix_type: TensorType::F32,
         rope_theta: 10_000.0,
