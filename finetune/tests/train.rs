@@ -650,6 +650,28 @@ fn the_sequence_stage_learns_next_items_and_llama_cpp_scores_its_export_alike() 
         let expected = model.candidate_scores(&prompt_ids, &prefixes).unwrap();
         assert_scores_match(&ranked("sequence", &request), &request, &expected);
     }
+
+    // The co-watch prior a fit chose travels into the export; a broken one is an error that
+    // names its file.
+    let params = kvrec_finetune::cowatch::CoWatchParams::default();
+    let prior =
+        kvrec_finetune::cowatch::CoWatch::new(&sequences, params.window).prior(params, 2.0, 64);
+    let prior_file = run.join(train::export::PRIOR_FILE);
+    std::fs::write(&prior_file, prior.to_json()).unwrap();
+    let gguf = run.join("with-prior.gguf");
+    train::export::export(&run, &gguf, GgmlDType::F16, "with-prior").unwrap();
+    kvrec_llm::registry::load("with-prior", gguf.to_str().unwrap(), &Options::default()).unwrap();
+    let with_prior = kvrec_llm::registry::get("with-prior").unwrap();
+    assert_eq!(with_prior.prior.as_ref(), Some(&prior));
+    assert_eq!(served.prior, None, "a run without the file exports none");
+    kvrec_llm::registry::unload("with-prior").unwrap();
+    std::fs::write(&prior_file, "{\"weight\": 2}").unwrap();
+    let broken = train::export::export(&run, &gguf, GgmlDType::F16, "broken").unwrap_err();
+    assert!(
+        format!("{broken:#}").contains("cowatch_prior.json is not a co-watch prior"),
+        "{broken:#}"
+    );
+    std::fs::remove_file(&prior_file).unwrap();
 }
 
 #[test]
