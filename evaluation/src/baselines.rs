@@ -78,6 +78,11 @@ impl CoOccurrenceScorer {
             params,
         }
     }
+
+    /// The pair counts it ranks by.
+    pub fn table(&self) -> &CoWatch {
+        &self.table
+    }
 }
 
 impl Scorer for CoOccurrenceScorer {

@@ -100,17 +100,7 @@ pub fn evaluate_model(
                 metrics.add_generated(&parsed.ids, instance.positive, parsed.valid);
             }
             None => {
-                let by_candidate: Vec<f64> = request
-                    .candidates
-                    .iter()
-                    .map(|c| {
-                        ranking
-                            .ids
-                            .iter()
-                            .position(|&id| id == c.id)
-                            .map_or(f64::NEG_INFINITY, |i| ranking.scores[i])
-                    })
-                    .collect();
+                let by_candidate = ranking.by_candidate(&request);
                 let positive = request
                     .candidates
                     .iter()

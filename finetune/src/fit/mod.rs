@@ -170,18 +170,17 @@ pub fn run(options: &FitOptions) -> Result<Fitted> {
     let scoring = Instant::now();
     let held_out = train::sequence::hold_out_last(&sequences, &valid)?;
     let cooccurrence = tuned_cooccurrence(&held_out, &valid)?;
-    let scorers: Vec<Box<dyn Scorer>> = vec![
-        Box::new(PopularityScorer::new(&sequences)),
-        Box::new(CoOccurrenceScorer::new(&sequences, cooccurrence)),
-    ];
+    let popularity = PopularityScorer::new(&sequences);
+    let co_occurrence = CoOccurrenceScorer::new(&sequences, cooccurrence);
+    let scorers: [&dyn Scorer; 2] = [&popularity, &co_occurrence];
     let mut rows = scorers
         .iter()
-        .map(|s| eval::evaluate(s.as_ref(), &test))
+        .map(|&s| eval::evaluate(s, &test))
         .collect::<Result<Vec<_>>>()?;
     let eligible = Eligible::new(&sequences);
     let mut catalog = scorers
         .iter()
-        .map(|s| catalog_eval::evaluate(s.as_ref(), &test, &eligible))
+        .map(|&s| catalog_eval::evaluate(s, &test, &eligible))
         .collect::<Result<Vec<_>>>()?;
     let baselines = scoring.elapsed();
     say(format!(
@@ -236,7 +235,10 @@ pub fn run(options: &FitOptions) -> Result<Fitted> {
     let sample = train::sequence::validation_sample(&valid, config.valid_users);
     let prior_choice = prior::choose(&model, &sample, &held_out, cooccurrence)?;
     if prior_choice.weight > 0.0 {
-        let chosen = prior::prior(&sequences, cooccurrence, prior_choice.weight);
+        let chosen =
+            co_occurrence
+                .table()
+                .prior(cooccurrence, prior_choice.weight, prior::NEIGHBOURS);
         io::write_atomically(&prior_path, chosen.to_json().as_bytes())?;
         drop(model);
         model = export_and_load(&run_dir, &model_path, &name, &load)?;

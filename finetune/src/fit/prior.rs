@@ -8,7 +8,6 @@
 //! (0.764 → 0.768), and a weight of 0 leaves a model as it was.
 
 use anyhow::{Context, Result};
-use kvrec_core::cowatch::CoWatchPrior;
 use kvrec_core::options::Options;
 
 use crate::cowatch::{CoWatch, CoWatchParams};
@@ -59,16 +58,11 @@ pub fn choose(
         let ranking = kvrec_llm::rank(model, &request, &options, &cancel)?;
         let history: Vec<i64> = request.history.iter().filter_map(|h| h.id).collect();
         let terms = unit.terms(&history);
-        let by_candidate: Vec<(f64, f64)> = request
-            .candidates
-            .iter()
-            .map(|c| {
-                let at = ranking.ids.iter().position(|&id| id == c.id);
-                (
-                    at.map_or(f64::NEG_INFINITY, |i| ranking.scores[i]),
-                    terms.get(&c.id).copied().unwrap_or(0.0),
-                )
-            })
+        let by_candidate: Vec<(f64, f64)> = ranking
+            .by_candidate(&request)
+            .into_iter()
+            .zip(&request.candidates)
+            .map(|(l, c)| (l, terms.get(&c.id).copied().unwrap_or(0.0)))
             .collect();
         let positive = request
             .candidates
@@ -99,9 +93,4 @@ pub fn choose(
         requests: valid.len(),
         hr1,
     })
-}
-
-/// The prior the model carries: co-occurrence on every training sequence at `weight`.
-pub fn prior(sequences: &[Sequence], params: CoWatchParams, weight: f64) -> CoWatchPrior {
-    CoWatch::new(sequences, params.window).prior(params, weight, NEIGHBOURS)
 }

@@ -44,6 +44,23 @@ pub struct Ranking {
     pub parsed: Option<ParsedAnswer>,
 }
 
+impl Ranking {
+    /// Each of `request`'s candidates' scores, in the request's order (−∞ for one the ranking
+    /// left out).
+    pub fn by_candidate(&self, request: &Request) -> Vec<f64> {
+        request
+            .candidates
+            .iter()
+            .map(|c| {
+                self.ids
+                    .iter()
+                    .position(|&id| id == c.id)
+                    .map_or(f64::NEG_INFINITY, |i| self.scores[i])
+            })
+            .collect()
+    }
+}
+
 /// Ranks the request's candidates with `model`, in the mode the options ask for.
 pub fn rank(
     model: &Model,
