@@ -36,8 +36,9 @@ pub const CONFIG_FILE: &str = "train.toml";
 const DATA_DIR: &str = "data";
 const RUN_DIR: &str = "run";
 
-/// Seconds Gemma 3 270M takes per item text on 2 cores (ML-1M's 3,883 titles in 5 min).
-const TEXT_SECONDS_PER_ITEM: f64 = 0.08;
+/// Core-seconds Gemma 3 270M takes per item text: ML-1M's 3,883 titles in 5 min on 2 cores,
+/// ML-100K's 1,682 in 5.5 min on one thread beside another fit.
+const TEXT_CORE_SECONDS_PER_ITEM: f64 = 0.16;
 
 /// The time left after training for export and for scoring the model on `requests` held-out
 /// requests (about 3 ms each on 2 cores, twice: the candidates and the whole catalog), with a
@@ -354,11 +355,16 @@ fn item_text_model(
             }
         },
     };
-    let seconds = texts as f64 * TEXT_SECONDS_PER_ITEM;
+    let threads = options
+        .threads
+        .unwrap_or_else(kvrec_llm::limits::cores)
+        .max(1);
+    let seconds = texts as f64 * TEXT_CORE_SECONDS_PER_ITEM / f64::from(threads);
     if matches!(options.item_text, ItemText::Auto) && seconds > options.budget.as_secs_f64() / 4.0 {
         notes.push(format!(
-            "reading {texts} item titles would take about {} of the {} budget; training goes on \
-             without title vectors (a larger --budget, or --item-text-model to insist)",
+            "reading {texts} item titles on {threads} thread(s) would take about {} of the {} \
+             budget; training goes on without title vectors (a larger --budget, more --threads, \
+             or --item-text-model to insist)",
             humanize(Duration::from_secs_f64(seconds)),
             humanize(options.budget)
         ));
