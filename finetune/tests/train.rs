@@ -936,6 +936,95 @@ fn assert_resumes_alike(
     }
 }
 
+/// `--shards`: a batch cut into shards trained side by side steps as the whole batch does
+/// (each shard's loss weighted by its rows), trains the same weights on one thread or two,
+/// and resumes alike.
+#[test]
+fn a_sharded_batch_steps_as_the_whole_batch_on_any_threads() {
+    let (sequences, valid) = sequence_data();
+    let corpus = train::Corpus::Sequences {
+        sequences: &sequences,
+        valid: &valid,
+    };
+    // Nothing drawn per shard: the shards' summed gradients are the batch's.
+    let exact = TrainConfig {
+        dropout: 0.0,
+        targets: TargetOptions {
+            mask_seen: true,
+            future_items: 3,
+            ..TargetOptions::default()
+        },
+        ..sequence_config()
+    };
+    let weights_after = |config: &TrainConfig, name: &str, threads: usize, steps: usize| {
+        let run = scratch(name);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| train::run_corpus(config, corpus, &run, false, Some(steps), false))
+            .unwrap();
+        let curve = curve(&run);
+        (
+            curve,
+            checkpoint::tensors(&run.join("checkpoint.safetensors")).unwrap(),
+        )
+    };
+    let (whole_curve, whole) = weights_after(&exact, "shards-1", 2, 5);
+    let sharded = TrainConfig {
+        shards: 3,
+        ..exact.clone()
+    };
+    let (sharded_curve, split) = weights_after(&sharded, "shards-3", 2, 5);
+    for ((step, a), (_, b)) in whole_curve.iter().zip(&sharded_curve) {
+        assert!(
+            (a - b).abs() < 1e-4,
+            "step {step}: loss {a} whole, {b} sharded"
+        );
+    }
+    for (name, tensor) in &whole {
+        let diff = max_diff(tensor, &split[name]);
+        assert!(diff < 1e-4, "{name}: {diff}");
+    }
+    // That tolerance is far below what one step moves the weights.
+    let (_, before) = weights_after(&exact, "shards-1-step-4", 2, 4);
+    assert!(whole.iter().any(|(n, t)| max_diff(t, &before[n]) > 1e-3));
+
+    // Dropout and drawn negatives per shard: the run depends on the shards, not on the threads.
+    let drawn = TrainConfig {
+        shards: 2,
+        dropout: 0.1,
+        targets: TargetOptions {
+            sampled_negatives: 3,
+            ..sharded.targets
+        },
+        ..sharded.clone()
+    };
+    let (_, one) = weights_after(&drawn, "shards-drawn-1", 1, 5);
+    let (_, two) = weights_after(&drawn, "shards-drawn-2", 2, 5);
+    for (name, tensor) in &one {
+        assert_eq!(max_diff(tensor, &two[name]), 0.0, "{name}");
+    }
+    let straight = scratch("shards-straight");
+    train::run_corpus(&drawn, corpus, &straight, false, None, false).unwrap();
+    assert_resumes_alike(&drawn, corpus, &straight, 7, "shards-interrupted");
+
+    let too_many = TrainConfig { shards: 5, ..exact };
+    let refused = format!(
+        "{:#}",
+        train::run_corpus(
+            &too_many,
+            corpus,
+            &scratch("shards-5"),
+            false,
+            Some(1),
+            false
+        )
+        .unwrap_err()
+    );
+    assert!(refused.contains("--shards 5"), "{refused}");
+}
+
 /// `--output-sample`: each step's softmax over its targets and a few drawn items, in batches
 /// of like length (`--length-buckets`, as fit trains). The loss falls, validation ranks the
 /// full model, and an interrupted run draws the same samples and batches.

@@ -177,6 +177,11 @@ pub struct TrainArgs {
     /// epoch (most useful where sequence lengths vary a lot).
     #[arg(long)]
     length_buckets: bool,
+    /// Split each batch into N shards trained side by side on the thread pool, their
+    /// gradients summed: the batch's update on N cores (0: one per thread, at most one per 8
+    /// examples; 1: one pass over the batch).
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
     /// Sequence stage: the weight of the --sampled-negatives term beside the full softmax.
     #[arg(long, default_value_t = TargetOptions::default().sampled_weight)]
     sampled_weight: f64,
@@ -296,6 +301,7 @@ impl TrainArgs {
             item_keys: self.item_keys.clone(),
             item_vectors: self.item_vectors.clone(),
             length_buckets: self.length_buckets,
+            shards: self.shards,
             targets,
             ..TrainConfig::default()
         })

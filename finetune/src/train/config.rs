@@ -105,6 +105,13 @@ pub struct TrainConfig {
     /// Batches of examples of about one length (see [`super::bucketed_batch_indices`]).
     #[serde(default)]
     pub length_buckets: bool,
+    /// Each step's batch is split into this many shards whose forward and backward passes run
+    /// on the thread pool side by side; their gradients add up to the whole batch's (each
+    /// shard's loss weighted by its rows). Dropout and sampled items are drawn per shard, so a
+    /// run depends on this number, not on the threads. 0: one per thread of the pool, at most
+    /// one per 8 examples (see [`super::threads`]).
+    #[serde(default = "one")]
+    pub shards: usize,
     /// Sequence stage: what each position is trained toward beyond its next item (see
     /// [`super::targets`]); flattened, so a run.json without these reads as the next item.
     #[serde(default, flatten)]
@@ -153,6 +160,7 @@ impl Default for TrainConfig {
             item_keys: None,
             item_vectors: None,
             length_buckets: false,
+            shards: 1,
             targets: TargetOptions::default(),
         }
     }
@@ -165,6 +173,14 @@ impl TrainConfig {
             bail!(
                 "--ema {} is not a decay: give one in [0, 1), e.g. 0.998, or 0 for the raw weights",
                 self.ema
+            );
+        }
+        if self.shards > self.batch {
+            bail!(
+                "--shards {} does not split a batch of {}: give 1 to {} (0: one per thread)",
+                self.shards,
+                self.batch,
+                self.batch
             );
         }
         self.targets.check()

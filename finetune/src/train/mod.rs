@@ -17,6 +17,7 @@ pub mod optimizer;
 pub mod plot;
 pub mod sequence;
 pub mod targets;
+pub mod threads;
 
 mod config;
 mod examples;

@@ -3,10 +3,13 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
+use rayon::prelude::*;
 
 pub const BETA1: f64 = 0.9;
 pub const BETA2: f64 = 0.95;
 pub const EPS: f64 = 1e-8;
+/// Elements per task of the update on the thread pool (an 18k-item embedding table is ~70).
+const CHUNK: usize = 1 << 15;
 /// Gradients are clipped to this global L2 norm.
 pub const MAX_GRAD_NORM: f64 = 1.0;
 
@@ -49,7 +52,12 @@ impl AdamW {
                 Some(g) => g.flatten_all()?.to_vec1::<f32>()?,
                 None => Vec::new(),
             };
-            norm_sq += g.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
+            // Summed chunk by chunk in a fixed order: the same norm on any number of threads.
+            let chunks: Vec<f64> = g
+                .par_chunks(CHUNK)
+                .map(|c| c.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
+                .collect();
+            norm_sq += chunks.iter().sum::<f64>();
             flat.push(g);
         }
         let clip = (MAX_GRAD_NORM / (norm_sq.sqrt() + 1e-6)).min(1.0) as f32;
@@ -71,13 +79,21 @@ impl AdamW {
             let mut w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
             let mut m = self.m[i].flatten_all()?.to_vec1::<f32>()?;
             let mut v = self.v[i].flatten_all()?.to_vec1::<f32>()?;
-            for (((w, m), v), g) in w.iter_mut().zip(&mut m).zip(&mut v).zip(&grad) {
-                let g = g * clip;
-                *m = *m * beta1 + g * (1.0 - beta1);
-                *v = *v * beta2 + g * g * (1.0 - beta2);
-                let update = (*m / bias1) / ((*v / bias2).sqrt() + eps);
-                *w = *w * decay - update * rate;
-            }
+            let chunks = (
+                w.par_chunks_mut(CHUNK),
+                m.par_chunks_mut(CHUNK),
+                v.par_chunks_mut(CHUNK),
+                grad.par_chunks(CHUNK),
+            );
+            chunks.into_par_iter().for_each(|(w, m, v, grad)| {
+                for (((w, m), v), g) in w.iter_mut().zip(m).zip(v).zip(grad) {
+                    let g = g * clip;
+                    *m = *m * beta1 + g * (1.0 - beta1);
+                    *v = *v * beta2 + g * g * (1.0 - beta2);
+                    let update = (*m / bias1) / ((*v / bias2).sqrt() + eps);
+                    *w = *w * decay - update * rate;
+                }
+            });
             self.m[i] = Tensor::from_vec(m, &shape, &device)?;
             self.v[i] = Tensor::from_vec(v, &shape, &device)?;
             var.set(&Tensor::from_vec(w, &shape, &device)?)?;

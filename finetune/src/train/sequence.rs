@@ -242,49 +242,62 @@ pub fn validate(
     items: &ItemClasses,
     instances: &[Instance],
 ) -> Result<(f64, f64)> {
+    use rayon::prelude::*;
     let bos = tokenizer.bos()?;
     let pad = tokenizer.eos()?;
+    // Chunks side by side on the pool (candle's products run on one thread each: see
+    // super::threads), their scores taken in order.
+    let chunks: Vec<Vec<(Vec<f64>, usize)>> = instances
+        .par_chunks(256)
+        .map(|chunk| -> Result<Vec<(Vec<f64>, usize)>> {
+            let mut prompts = Vec::with_capacity(chunk.len());
+            let mut candidates = Vec::with_capacity(chunk.len());
+            for instance in chunk {
+                let request = instance.request()?;
+                let mut ids: Vec<u32> = bos.into_iter().collect();
+                ids.extend(tokenizer.encode(&spec.render_prompt(&request))?);
+                let tokens = request
+                    .candidate_ids()
+                    .iter()
+                    .map(|&id| items.token(id))
+                    .collect::<Result<Vec<u32>>>()?;
+                let positive = request
+                    .candidate_ids()
+                    .iter()
+                    .position(|&id| id == instance.positive)
+                    .context("the positive is not among the candidates")?;
+                prompts.push(ids);
+                candidates.push((tokens, positive));
+            }
+            let t = prompts.iter().map(Vec::len).max().unwrap_or(1);
+            let mut flat = Vec::with_capacity(prompts.len() * t);
+            let mut rows = Vec::with_capacity(prompts.len());
+            for (i, p) in prompts.iter().enumerate() {
+                flat.extend(p);
+                flat.extend(std::iter::repeat_n(pad, t - p.len()));
+                rows.push((i * t + p.len() - 1) as u32);
+            }
+            let device = Device::Cpu;
+            let ids = Tensor::from_vec(flat, (prompts.len(), t), &device)?;
+            let logits = model
+                .logits_at(
+                    &model.hidden(&ids)?,
+                    &Tensor::new(rows.as_slice(), &device)?,
+                )?
+                .to_vec2::<f32>()?;
+            Ok(logits
+                .iter()
+                .zip(candidates)
+                .map(|(row, (tokens, positive))| {
+                    let scores = tokens.iter().map(|&t| f64::from(row[t as usize])).collect();
+                    (scores, positive)
+                })
+                .collect())
+        })
+        .collect::<Result<_>>()?;
     let mut metrics = Metrics::default();
-    for chunk in instances.chunks(256) {
-        let mut prompts = Vec::with_capacity(chunk.len());
-        let mut candidates = Vec::with_capacity(chunk.len());
-        for instance in chunk {
-            let request = instance.request()?;
-            let mut ids: Vec<u32> = bos.into_iter().collect();
-            ids.extend(tokenizer.encode(&spec.render_prompt(&request))?);
-            let tokens = request
-                .candidate_ids()
-                .iter()
-                .map(|&id| items.token(id))
-                .collect::<Result<Vec<u32>>>()?;
-            let positive = request
-                .candidate_ids()
-                .iter()
-                .position(|&id| id == instance.positive)
-                .context("the positive is not among the candidates")?;
-            prompts.push(ids);
-            candidates.push((tokens, positive));
-        }
-        let t = prompts.iter().map(Vec::len).max().unwrap_or(1);
-        let mut flat = Vec::with_capacity(prompts.len() * t);
-        let mut rows = Vec::with_capacity(prompts.len());
-        for (i, p) in prompts.iter().enumerate() {
-            flat.extend(p);
-            flat.extend(std::iter::repeat_n(pad, t - p.len()));
-            rows.push((i * t + p.len() - 1) as u32);
-        }
-        let device = Device::Cpu;
-        let ids = Tensor::from_vec(flat, (prompts.len(), t), &device)?;
-        let logits = model
-            .logits_at(
-                &model.hidden(&ids)?,
-                &Tensor::new(rows.as_slice(), &device)?,
-            )?
-            .to_vec2::<f32>()?;
-        for (row, (tokens, positive)) in logits.iter().zip(&candidates) {
-            let scores: Vec<f64> = tokens.iter().map(|&t| f64::from(row[t as usize])).collect();
-            metrics.add_scores(&scores, *positive);
-        }
+    for (scores, positive) in chunks.iter().flatten() {
+        metrics.add_scores(scores, *positive);
     }
     let summary = metrics.summary();
     Ok((summary.hr1, summary.ndcg3))

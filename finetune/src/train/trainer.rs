@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use kvrec_core::rng::Rng;
 use kvrec_llm::llama_file::LlamaShape;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::average::WeightAverage;
@@ -18,7 +20,8 @@ use super::model::Transformer;
 use super::optimizer::AdamW;
 use super::schedule::{batch_indices, bucketed_batch_indices, learning_rate};
 use super::{
-    batch, checkpoint, item_features, plot, sequence, targets, Example, TextTokenizer, TrainConfig,
+    batch, checkpoint, item_features, plot, sequence, targets, threads, Example, TextTokenizer,
+    TrainConfig,
 };
 use crate::protocol::{Instance, Sequence};
 use crate::training_data::TrainingRow;
@@ -250,11 +253,11 @@ impl<'a> Run<'a> {
             batch_indices(data.examples.len(), config.batch, config.seed, step)
         };
         let picked: Vec<&Example> = indices.iter().map(|&i| &data.examples[i]).collect();
-        let batch = batch(&picked, self.pad, config.answer_weight)?;
-        let loss = step_loss(config, &self.model, data, &picked, &batch, step)?;
+        let (grads, loss, tokens) =
+            sharded_gradients(config, &self.model, data, &picked, self.pad, step)?;
         let lr = learning_rate(config, step, self.total);
-        let loss = self.weights.step(&loss, lr, step)?;
-        self.meter.stepped(batch.tokens, loss);
+        self.weights.step(&grads, lr)?;
+        self.meter.stepped(tokens, loss);
         let epoch = (step + 1) as f64 / self.per_epoch as f64;
         self.records
             .curve
@@ -655,19 +658,68 @@ impl Weights {
         })
     }
 
-    /// One optimizer step down `loss` at rate `lr`; returns the loss.
-    fn step(&mut self, loss: &Tensor, lr: f64, step: usize) -> Result<f64> {
-        let value = f64::from(loss.to_scalar::<f32>()?);
-        if !value.is_finite() {
-            bail!("the loss diverged at step {step} ({value}); lower --lr");
-        }
-        let grads = loss.backward()?;
-        self.optimizer.step(&self.vars, &grads, lr)?;
+    /// One optimizer step along `grads` at rate `lr`.
+    fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        self.optimizer.step(&self.vars, grads, lr)?;
         if let Some(average) = self.average.as_mut() {
             average.update(&self.vars)?;
         }
-        Ok(value)
+        Ok(())
     }
+}
+
+/// The gradients of step `step`'s loss on the batch `picked`, its loss and its tokens. The
+/// batch is cut into `config.shards` shards (0: [`threads::shards`]) whose passes run side by
+/// side on the thread pool (see [`threads`]); each shard's loss is scaled by its share of the batch's loss rows before
+/// its backward pass, so the summed gradients are the whole batch's mean.
+fn sharded_gradients(
+    config: &TrainConfig,
+    model: &Transformer,
+    data: &Data,
+    picked: &[&Example],
+    pad: u32,
+    step: usize,
+) -> Result<(GradStore, f64, usize)> {
+    let shards: Vec<(&[&Example], Batch)> = shard_bounds(picked.len(), threads::shards(config))
+        .into_iter()
+        .map(|range| {
+            let picked = &picked[range];
+            Ok((picked, batch(picked, pad, config.answer_weight)?))
+        })
+        .collect::<Result<_>>()?;
+    let rows: usize = shards.iter().map(|(_, b)| b.rows.elem_count()).sum();
+    let tokens = shards.iter().map(|(_, b)| b.tokens).sum();
+    let pass = |shard: usize, (picked, batch): &(&[&Example], Batch)| -> Result<(GradStore, f64)> {
+        let loss = step_loss(config, model, data, picked, batch, step, shard)?;
+        let share = batch.rows.elem_count() as f64 / rows.max(1) as f64;
+        let loss = (loss * share)?;
+        let value = f64::from(loss.to_scalar::<f32>()?);
+        Ok((loss.backward()?, value))
+    };
+    let passes: Vec<Result<(GradStore, f64)>> = shards
+        .par_iter()
+        .enumerate()
+        .map(|(i, s)| pass(i, s))
+        .collect();
+    let mut total = (GradStore::default(), 0.0);
+    for pass in passes {
+        let (grads, value) = pass?;
+        total.0.extend(grads)?;
+        total.1 += value;
+    }
+    let (grads, loss) = total;
+    if !loss.is_finite() {
+        bail!("the loss diverged at step {step} ({loss}); lower --lr");
+    }
+    Ok((grads, loss, tokens))
+}
+
+/// `n` examples cut into `shards` contiguous ranges of sizes differing by at most one.
+fn shard_bounds(n: usize, shards: usize) -> Vec<std::ops::Range<usize>> {
+    let shards = shards.clamp(1, n.max(1));
+    (0..shards)
+        .map(|s| s * n / shards..(s + 1) * n / shards)
+        .collect()
 }
 
 /// One step's loss on the batch of examples `picked`: the sequence stage's over the item
@@ -680,15 +732,18 @@ fn step_loss(
     picked: &[&Example],
     batch: &Batch,
     step: usize,
+    shard: usize,
 ) -> Result<Tensor> {
     let Some(items) = &data.items else {
         return Ok(model.loss(&batch.ids, &batch.rows, &batch.targets)?);
     };
-    let mut masks = Rng::fork(config.seed ^ DROPOUT_STREAM, step as u64);
+    // Shard 0 draws what an unsharded step draws.
+    let stream = |base: u64| Rng::fork(config.seed ^ base ^ shard_stream(shard), step as u64);
+    let mut masks = stream(DROPOUT_STREAM);
     let hidden = model.hidden_with(&batch.ids, Some((config.dropout as f32, &mut masks)))?;
     let draw = targets::NegativeDraw {
         catalog: &data.catalog,
-        rng: Rng::fork(config.seed ^ NEGATIVES_STREAM, step as u64),
+        rng: stream(NEGATIVES_STREAM),
     };
     let goal = targets::goal(
         picked,
@@ -700,7 +755,7 @@ fn step_loss(
     Ok(match config.targets.output_sample {
         0 => model.loss_over(&hidden, &batch.rows, &items.tensor, &goal)?,
         k => {
-            let mut rng = Rng::fork(config.seed ^ OUTPUT_SAMPLE_STREAM, step as u64);
+            let mut rng = stream(OUTPUT_SAMPLE_STREAM);
             let (goal, columns) = goal.over_sample(&data.catalog, k, &mut rng)?;
             let index = Tensor::new(columns.as_slice(), &Device::Cpu)?;
             let tokens = items.tensor.index_select(&index, 0)?;
@@ -924,6 +979,12 @@ fn budget_bar(seconds: u64) -> indicatif::ProgressBar {
 
 /// Seeds each epoch's order of the items within a second (`--shuffle-ties`).
 const TIES_STREAM: u64 = 0x7469_6573_0000_0000;
+
+/// What a shard mixes into its random streams; shard 0 none, so that a run of one shard draws
+/// as runs did before batches were sharded.
+fn shard_stream(shard: usize) -> u64 {
+    (shard as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
 
 /// Seeds the dropout masks of each step (with the run's seed), so a resumed run repeats them.
 const DROPOUT_STREAM: u64 = 0x6472_6f70_6f75_7400;
