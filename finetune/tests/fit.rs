@@ -493,4 +493,8 @@ fn the_shipped_training_options_describe_the_shipped_model() {
         shipped.shape.n_vocab
     );
     assert!(config.targets.mask_seen && config.targets.future_items == 3);
+    assert_eq!(
+        config.shards, 1,
+        "the shipped weights were trained unsharded"
+    );
 }

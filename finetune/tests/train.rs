@@ -948,6 +948,7 @@ fn a_sharded_batch_steps_as_the_whole_batch_on_any_threads() {
     };
     // Nothing drawn per shard: the shards' summed gradients are the batch's.
     let exact = TrainConfig {
+        shards: 1,
         dropout: 0.0,
         targets: TargetOptions {
             mask_seen: true,

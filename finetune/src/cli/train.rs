@@ -180,7 +180,7 @@ pub struct TrainArgs {
     /// Split each batch into N shards trained side by side on the thread pool, their
     /// gradients summed: the batch's update on N cores (0: one per thread, at most one per 8
     /// examples; 1: one pass over the batch).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = TrainConfig::default().shards)]
     shards: usize,
     /// Sequence stage: the weight of the --sampled-negatives term beside the full softmax.
     #[arg(long, default_value_t = TargetOptions::default().sampled_weight)]

@@ -91,8 +91,6 @@ pub fn derive(shape: &DataShape) -> TrainConfig {
         patience: PATIENCE,
         checkpoint_every: 100_000,
         length_buckets: true,
-        // One shard per thread: see crate::train::threads.
-        shards: 0,
         template: template(),
         targets: TargetOptions {
             mask_seen: true,

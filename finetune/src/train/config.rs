@@ -109,7 +109,8 @@ pub struct TrainConfig {
     /// on the thread pool side by side; their gradients add up to the whole batch's (each
     /// shard's loss weighted by its rows). Dropout and sampled items are drawn per shard, so a
     /// run depends on this number, not on the threads. 0: one per thread of the pool, at most
-    /// one per 8 examples (see [`super::threads`]).
+    /// one per 8 examples (see [`super::threads`]); a run.json written before shards reads
+    /// as 1, as it trained.
     #[serde(default = "one")]
     pub shards: usize,
     /// Sequence stage: what each position is trained toward beyond its next item (see
@@ -160,7 +161,7 @@ impl Default for TrainConfig {
             item_keys: None,
             item_vectors: None,
             length_buckets: false,
-            shards: 1,
+            shards: 0,
             targets: TargetOptions::default(),
         }
     }
