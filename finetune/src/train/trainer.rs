@@ -670,8 +670,8 @@ impl Weights {
 
 /// The gradients of step `step`'s loss on the batch `picked`, its loss and its tokens. The
 /// batch is cut into `config.shards` shards (0: [`threads::shards`]) whose passes run side by
-/// side on the thread pool (see [`threads`]); each shard's loss is scaled by its share of the batch's loss rows before
-/// its backward pass, so the summed gradients are the whole batch's mean.
+/// side on the thread pool (see [`threads`]); each shard's loss is scaled by its share of the
+/// batch's loss rows before its backward pass, so the summed gradients are the batch's mean.
 fn sharded_gradients(
     config: &TrainConfig,
     model: &Transformer,
