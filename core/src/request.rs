@@ -66,13 +66,19 @@ impl Request {
 
     /// Builds a request from already-parsed JSON values.
     pub fn from_values(user: &Value, history: &Value, candidates: &Value) -> Result<Request> {
-        let mut request = Request::without_candidates(user, history)?;
+        Request::from_owned(user.clone(), history.clone(), candidates.clone())
+    }
+
+    /// [`Request::from_values`] taking the values, whose keys and values move into the
+    /// request rather than being copied (a `recommend()` call's own parse).
+    pub fn from_owned(user: Value, history: Value, candidates: Value) -> Result<Request> {
+        let mut request = Request::without_candidates_owned(user, history)?;
         let candidate_objects = items(candidates, "candidates")?;
         if candidate_objects.is_empty() {
             return Err(KvrecError::EmptyCandidates);
         }
         request.candidates = candidate_objects
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, obj)| candidate(obj, i))
             .collect::<Result<Vec<_>>>()?;
@@ -88,18 +94,23 @@ impl Request {
     /// A request of user key-values and history only: what ranking a model's whole catalog
     /// (`recommend_topk`) takes.
     pub fn without_candidates(user: &Value, history: &Value) -> Result<Request> {
+        Request::without_candidates_owned(user.clone(), history.clone())
+    }
+
+    /// [`Request::without_candidates`] taking the values.
+    pub fn without_candidates_owned(user: Value, history: Value) -> Result<Request> {
         let user = match user {
             Value::Object(map) => key_values(map, "user")?,
             other => {
                 return Err(KvrecError::wrong_type(
                     "user",
                     "a JSON object of key-values, e.g. {\"gender\": \"F\", \"age\": \"25-34\"}",
-                    other,
+                    &other,
                 ))
             }
         };
         let history = items(history, "history")?
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, obj)| history_item(obj, i))
             .collect::<Result<Vec<_>>>()?;
@@ -191,37 +202,38 @@ pub fn parse_json(arg: &'static str, text: &str) -> Result<Value> {
     })
 }
 
-fn items<'a>(value: &'a Value, arg: &'static str) -> Result<Vec<&'a Map<String, Value>>> {
-    let array = value.as_array().ok_or_else(|| {
-        KvrecError::wrong_type(
-            arg,
-            "a JSON array of objects, e.g. [{\"id\": 1, \"title\": \"Toy Story (1995)\"}]",
-            value,
-        )
-    })?;
+fn items(value: Value, arg: &'static str) -> Result<Vec<Map<String, Value>>> {
+    let array = match value {
+        Value::Array(array) => array,
+        other => {
+            return Err(KvrecError::wrong_type(
+                arg,
+                "a JSON array of objects, e.g. [{\"id\": 1, \"title\": \"Toy Story (1995)\"}]",
+                &other,
+            ))
+        }
+    };
     array
-        .iter()
-        .map(|v| {
-            v.as_object().ok_or_else(|| KvrecError::WrongType {
+        .into_iter()
+        .map(|v| match v {
+            Value::Object(map) => Ok(map),
+            other => Err(KvrecError::WrongType {
                 arg,
                 expected: "an array of objects",
-                got: format!("an array holding {}", json_type_name(v)),
-            })
+                got: format!("an array holding {}", json_type_name(&other)),
+            }),
         })
         .collect()
 }
 
-fn key_values(map: &Map<String, Value>, location: &str) -> Result<Vec<KeyValue>> {
+fn key_values(map: Map<String, Value>, location: &str) -> Result<Vec<KeyValue>> {
     let mut out = Vec::with_capacity(map.len());
     for (key, value) in map {
         if value.is_null() {
             continue;
         }
-        check_value(value, || format!("{location}.{key}"))?;
-        out.push(KeyValue {
-            key: key.clone(),
-            value: value.clone(),
-        });
+        check_value(&value, || format!("{location}.{key}"))?;
+        out.push(KeyValue { key, value });
     }
     Ok(out)
 }
@@ -263,7 +275,7 @@ fn parse_id(value: &Value, arg: &'static str, index: usize) -> Result<i64> {
 }
 
 fn split_id(
-    obj: &Map<String, Value>,
+    obj: Map<String, Value>,
     arg: &'static str,
     index: usize,
 ) -> Result<(Option<i64>, Vec<KeyValue>)> {
@@ -276,16 +288,13 @@ fn split_id(
         if key == "id" || value.is_null() {
             continue;
         }
-        check_value(value, || format!("{arg}[{index}].{key}"))?;
-        fields.push(KeyValue {
-            key: key.clone(),
-            value: value.clone(),
-        });
+        check_value(&value, || format!("{arg}[{index}].{key}"))?;
+        fields.push(KeyValue { key, value });
     }
     Ok((id, fields))
 }
 
-fn history_item(obj: &Map<String, Value>, index: usize) -> Result<HistoryItem> {
+fn history_item(obj: Map<String, Value>, index: usize) -> Result<HistoryItem> {
     let (id, fields) = split_id(obj, "history", index)?;
     // An id alone names an item (what a sequence-layout model reads); else a title must.
     if id.is_none() && field(&fields, "title").is_none() {
@@ -299,7 +308,7 @@ fn history_item(obj: &Map<String, Value>, index: usize) -> Result<HistoryItem> {
     Ok(HistoryItem { id, fields })
 }
 
-fn candidate(obj: &Map<String, Value>, index: usize) -> Result<Candidate> {
+fn candidate(obj: Map<String, Value>, index: usize) -> Result<Candidate> {
     let (id, fields) = split_id(obj, "candidates", index)?;
     let id = id.ok_or(KvrecError::MissingField {
         arg: "candidates",

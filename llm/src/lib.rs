@@ -10,6 +10,7 @@ pub mod llama_file;
 pub mod load_options;
 pub mod logs;
 pub mod model;
+pub mod piece_tokens;
 pub mod rank;
 pub mod registry;
 pub mod tiny;

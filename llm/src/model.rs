@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use kvrec_core::cowatch::{CoWatchPrior, COWATCH_METADATA_KEY};
 use kvrec_core::item_ids::ITEM_IDS_METADATA_KEY;
 use kvrec_core::options::Options;
-use kvrec_core::template::{TemplateSpec, ITEMS_METADATA_KEY, TEMPLATE_METADATA_KEY};
+use kvrec_core::template::{Layout, TemplateSpec, ITEMS_METADATA_KEY, TEMPLATE_METADATA_KEY};
 use kvrec_core::{ItemId, ItemIds, KvrecError, Request, Result};
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cancel::Cancel;
+use crate::piece_tokens::PieceTokens;
 use crate::{backend, limits, logs, LoadOptions};
 
 /// What `kvrec_models()` lists.
@@ -63,6 +64,11 @@ pub struct Model {
     pub prior: Option<CoWatchPrior>,
     /// Each catalog item's deciding token, computed on first use by `recommend_topk`.
     pub(crate) item_tokens: once_cell::sync::OnceCell<Result<Vec<LlamaToken>>>,
+    /// Tokens of answer prefixes and history ids, remembered across calls.
+    pub(crate) pieces: PieceTokens,
+    /// Whether a sequence-layout prompt may be put together from its ids' remembered
+    /// tokens: checked at load on a sample of ids (see [`PieceTokens::splits_at_ids`]).
+    pub(crate) prompt_from_pieces: bool,
 }
 
 /// Idle contexts with the thread count each was made for, how many exist in all (idle or in
@@ -120,20 +126,17 @@ impl Model {
     /// without an id map take the ids as they are.
     pub fn request(
         &self,
-        user: &Value,
-        history: &Value,
-        candidates: Option<&Value>,
+        user: Value,
+        history: Value,
+        candidates: Option<Value>,
     ) -> Result<Request> {
-        let Some(ids) = &self.ids else {
-            return match candidates {
-                Some(c) => Request::from_values(user, history, c),
-                None => Request::without_candidates(user, history),
-            };
+        let (history, candidates) = match &self.ids {
+            Some(ids) => ids.to_dense_request(&self.info.name, &history, candidates.as_ref())?,
+            None => (history, candidates),
         };
-        let (history, candidates) = ids.to_dense_request(&self.info.name, history, candidates)?;
         match candidates {
-            Some(c) => Request::from_values(user, &history, &c),
-            None => Request::without_candidates(user, &history),
+            Some(c) => Request::from_owned(user, history, c),
+            None => Request::without_candidates_owned(user, history),
         }
     }
 
@@ -255,6 +258,15 @@ impl Model {
             ids,
             prior,
             item_tokens: once_cell::sync::OnceCell::new(),
+            pieces: PieceTokens::default(),
+            prompt_from_pieces: false,
+        };
+        let model = Model {
+            prompt_from_pieces: model.template.layout == Layout::Sequence
+                && PieceTokens::splits_at_ids(&model.id_sample(), |text, bos| {
+                    model.tokenize(text, bos)
+                }),
+            ..model
         };
         // Fail at load time, not at the first query, if no context fits in memory.
         model.with_context(|_| Ok(()))?;
@@ -268,6 +280,27 @@ impl Model {
     /// Tokenizes `text`; `bos` adds the model's start token when it wants one.
     pub fn tokenize(&self, text: &str, bos: bool) -> Vec<LlamaToken> {
         self.model.vocab().tokenize(text.as_bytes(), bos, false)
+    }
+
+    /// The tokens of each of `texts` (no start token), remembered across calls.
+    pub(crate) fn tokenize_pieces(&self, texts: &[String]) -> Vec<Vec<LlamaToken>> {
+        self.pieces
+            .get_all(texts, |text| self.tokenize(text, false))
+    }
+
+    /// Ids to check the tokenizer on: some of the catalog's (spread over it), and ids of
+    /// other lengths that requests may carry.
+    fn id_sample(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = match &self.items {
+            Some(items) => items
+                .iter()
+                .step_by((items.len() / 64).max(1))
+                .copied()
+                .collect(),
+            None => (1..=64).collect(),
+        };
+        ids.extend([0, 7, 42, 999, 123_456, 98_765_432_101]);
+        ids
     }
 
     fn new_context(&self, threads: u32) -> Result<LlamaContext<'static>> {
@@ -409,7 +442,11 @@ impl Model {
         pool.waiting -= 1;
         drop(pool);
         let (threads, mut context) = acquired?;
-        context.clear_kv_cache();
+        // Forget every cell, leaving the data: llama.cpp's `clear_kv_cache` also zeroes the
+        // whole cache, a memset of n_ctx cells that took a quarter of a default-model call
+        // on its calling thread. Cells are only read where the mask lets them, and a cell
+        // is written before the mask lets it.
+        let _ = context.clear_kv_cache_seq(None, None, None);
         // A panic inside `f` drops the context; count it as gone so waiters can make another.
         struct Slot<'a>(&'a Model, u32, Option<LlamaContext<'static>>);
         impl Drop for Slot<'_> {

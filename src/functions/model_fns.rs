@@ -163,7 +163,7 @@ pub fn parse_call(args: &dyn SqlArgs) -> Result<(Arc<Model>, Request, Options)> 
             }
             Ok(candidates)
         })?;
-    let request = model.request(&user, &history, Some(&candidates))?;
+    let request = model.request(user, history, Some(candidates))?;
     Ok((model, request, options))
 }
 
@@ -291,7 +291,7 @@ fn parse_topk(args: &dyn SqlArgs) -> Result<(Arc<Model>, Request, usize, Options
             }
             Ok(k as usize)
         })?;
-    let request = model.request(&user, &history, None)?;
+    let request = model.request(user, history, None)?;
     Ok((model, request, k, options))
 }
 

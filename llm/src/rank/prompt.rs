@@ -1,7 +1,7 @@
 //! Prompts: rendering a request into tokens that fit the context, and decoding them.
 
 use kvrec_core::options::Options;
-use kvrec_core::template::TemplateSpec;
+use kvrec_core::template::{Layout, TemplateSpec};
 use kvrec_core::{KvrecError, Request, Result};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
@@ -14,6 +14,22 @@ use crate::model::{detail, Model};
 /// The prompt's tokens with as much recent history as fits, leaving `reserve` tokens of the
 /// context for the answer. Returns the tokens and how many history items were left out.
 pub(crate) fn fit_prompt(
+    model: &Model,
+    request: &Request,
+    spec: &TemplateSpec,
+    reserve: usize,
+) -> Result<(Vec<LlamaToken>, usize)> {
+    let budget = (model.load.n_ctx as usize).saturating_sub(reserve);
+    let shown = request.history.len().min(spec.max_history);
+    if model.prompt_from_pieces && spec.layout == Layout::Sequence {
+        return fit_sequence(model, request, shown, budget, reserve);
+    }
+    fit_text(model, request, spec, reserve)
+}
+
+/// [`fit_prompt`] as plain llama.cpp does it: the prompt rendered as text and tokenized
+/// whole, as many times as the search for the most history that fits takes.
+fn fit_text(
     model: &Model,
     request: &Request,
     spec: &TemplateSpec,
@@ -49,6 +65,53 @@ pub(crate) fn fit_prompt(
         tokens: tokens_with(0).len() + reserve,
         n_ctx: model.load.n_ctx,
     })
+}
+
+/// [`fit_prompt`] for a sequence-layout prompt, put together from each id's remembered
+/// tokens: the start token, then as many of the most recent `shown` items as fit.
+fn fit_sequence(
+    model: &Model,
+    request: &Request,
+    shown: usize,
+    budget: usize,
+    reserve: usize,
+) -> Result<(Vec<LlamaToken>, usize)> {
+    let items = &request.history[request.history.len() - shown..];
+    let texts: Vec<String> = items
+        .iter()
+        .filter_map(|item| item.id)
+        .map(|id| format!(" {id}"))
+        .collect();
+    let mut pieces = model.tokenize_pieces(&texts).into_iter();
+    // Items without an id render nothing, as in `render_sequence`.
+    let per_item: Vec<Vec<LlamaToken>> = items
+        .iter()
+        .map(|item| match item.id {
+            Some(_) => pieces.next().unwrap_or_default(),
+            None => Vec::new(),
+        })
+        .collect();
+    let start = model.tokenize("", true);
+    if start.len() > budget {
+        return Err(KvrecError::PromptTooLong {
+            tokens: start.len() + reserve,
+            n_ctx: model.load.n_ctx,
+        });
+    }
+    let (mut length, mut keep) = (start.len(), 0);
+    for tokens in per_item.iter().rev() {
+        if length + tokens.len() > budget {
+            break;
+        }
+        length += tokens.len();
+        keep += 1;
+    }
+    let mut prompt = Vec::with_capacity(length);
+    prompt.extend(start);
+    for tokens in &per_item[shown - keep..] {
+        prompt.extend_from_slice(tokens);
+    }
+    Ok((prompt, shown - keep))
 }
 
 /// One llama.cpp decode, unless the call was cancelled: every decode of a call goes
@@ -104,8 +167,71 @@ pub fn prompt_pass(
     cancel: &Cancel,
 ) -> Result<usize> {
     let spec = options.spec_over(&model.template);
-    let (prompt, _) = fit_prompt(model, request, &spec, 0)?;
+    // Tokenized as a caller of llama.cpp would, whole: the baseline `bench` measures
+    // kvrec against.
+    let (prompt, _) = fit_text(model, request, &spec, 0)?;
     model.with_context_threads(model.threads_for(options), cancel, |ctx| {
         decode_prompt(ctx, &prompt, &[0], model.load.n_batch as usize, cancel).map(|_| prompt.len())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvrec_core::options::Options;
+    use serde_json::json;
+
+    fn catalog_model(name: &str, item_tokens: bool) -> Model {
+        let dir = std::env::temp_dir().join(format!("kvrec-llm-pieces-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.gguf"));
+        let items: Vec<i64> = (1..=40).collect();
+        crate::tiny::write_tiny_catalog_llama(&path, 3, &items, item_tokens, None).unwrap();
+        Model::load(name, path.to_str().unwrap(), &Options::default()).unwrap()
+    }
+
+    /// Histories of every length the template shows and more, with items that carry no id
+    /// and ids outside the catalog.
+    fn requests() -> Vec<Request> {
+        (0..45)
+            .map(|n: i64| {
+                let history: Vec<_> = (0..n)
+                    .map(|i| match i % 7 {
+                        3 => json!({"title": "no id"}),
+                        5 => json!({"id": 1000 + i}),
+                        _ => json!({"id": i % 40 + 1}),
+                    })
+                    .collect();
+                Request::from_values(&json!({}), &json!(history), &json!([{"id": 1}])).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_prompt_of_remembered_id_tokens_is_the_prompt_tokenized_whole() {
+        for (name, item_tokens) in [("pieces-items", true), ("pieces-digits", false)] {
+            let model = catalog_model(name, item_tokens);
+            assert!(
+                model.prompt_from_pieces,
+                "{name}: the tiny BPE splits at ids"
+            );
+            let spec = model.template.clone();
+            // Reserves that leave room for all of the history, for some of it, for none.
+            let n_ctx = model.load.n_ctx as usize;
+            for request in requests() {
+                let whole = fit_text(&model, &request, &spec, 0).unwrap();
+                let full = whole.0.len().min(n_ctx);
+                for reserve in [0, n_ctx - full, n_ctx - 12, n_ctx - 1, n_ctx] {
+                    let pieces = fit_prompt(&model, &request, &spec, reserve);
+                    assert_eq!(
+                        pieces,
+                        fit_text(&model, &request, &spec, reserve),
+                        "{name}, {} items, reserve {reserve}",
+                        request.history.len()
+                    );
+                }
+                assert_eq!(fit_prompt(&model, &request, &spec, 0).unwrap(), whole);
+            }
+        }
+    }
 }

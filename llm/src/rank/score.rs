@@ -26,13 +26,15 @@ pub(super) struct Prepared {
 impl Prepared {
     pub(super) fn new(model: &Model, request: &Request, spec: &TemplateSpec) -> Result<Prepared> {
         let n_batch = model.load.n_batch as usize;
-        let continuations: Vec<Vec<i32>> = request
+        let prefixes: Vec<String> = request
             .candidates
             .iter()
-            .map(|c| {
-                let tokens = model.tokenize(&spec.answer_prefix(c.id), false);
-                tokens.iter().map(|t| t.0).collect()
-            })
+            .map(|c| spec.answer_prefix(c.id))
+            .collect();
+        let continuations: Vec<Vec<i32>> = model
+            .tokenize_pieces(&prefixes)
+            .into_iter()
+            .map(|tokens| tokens.iter().map(|t| t.0).collect())
             .collect();
         let trie = CandidateTrie::new(&continuations);
         let plan = DecodePlan::new(&trie);
