@@ -14,7 +14,7 @@ use llama_cpp_2::token::LlamaToken;
 
 /// Texts remembered at most; past it the map starts over, so hostile requests with ever
 /// new ids cost memory in proportion to this, not to their number.
-const MAX_TEXTS: usize = 1 << 16;
+pub const MAX_TEXTS: usize = 1 << 16;
 
 #[derive(Default)]
 pub struct PieceTokens {
@@ -49,6 +49,12 @@ impl PieceTokens {
             }
         }
         out.into_iter().map(|t| t.unwrap_or_default()).collect()
+    }
+
+    /// How many texts are remembered.
+    #[cfg(test)]
+    pub(crate) fn remembered(&self) -> usize {
+        self.texts.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Whether tokenizing ` a b c` as a prompt (`bos`) gives the start token and then the

@@ -208,6 +208,24 @@ mod tests {
     }
 
     #[test]
+    fn a_loaded_catalog_model_already_knows_its_ids_tokens() {
+        let model = catalog_model("pieces-loaded", true);
+        let known = model.pieces.remembered();
+        // Each of the 40 ids as history (` 7`) and as answer prefix; they may be one text.
+        assert!(
+            (40..=80).contains(&known),
+            "{known} texts remembered at load"
+        );
+        let request = &requests()[30];
+        let spec = model.template.clone();
+        fit_prompt(&model, request, &spec, 0).unwrap();
+        // Only the ids the prompt shows, outside the catalog, are new.
+        let shown = &request.history[request.history.len() - spec.max_history..];
+        let unknown_ids = shown.iter().filter(|h| h.id.is_some_and(|id| id > 40));
+        assert_eq!(model.pieces.remembered(), known + unknown_ids.count());
+    }
+
+    #[test]
     fn a_prompt_of_remembered_id_tokens_is_the_prompt_tokenized_whole() {
         for (name, item_tokens) in [("pieces-items", true), ("pieces-digits", false)] {
             let model = catalog_model(name, item_tokens);
