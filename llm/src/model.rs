@@ -66,9 +66,10 @@ pub struct Model {
     pub(crate) item_tokens: once_cell::sync::OnceCell<Result<Vec<LlamaToken>>>,
     /// Tokens of answer prefixes and history ids, remembered across calls.
     pub(crate) pieces: PieceTokens,
-    /// Whether a sequence-layout prompt may be put together from its ids' remembered
-    /// tokens: checked at load on a sample of ids (see [`PieceTokens::splits_at_ids`]).
-    pub(crate) prompt_from_pieces: bool,
+    /// A sequence-layout prompt's start tokens, when the prompt may be put together from its
+    /// ids' remembered tokens: checked at load on a sample of ids (see
+    /// [`PieceTokens::start_if_split`]).
+    pub(crate) sequence_start: Option<Vec<LlamaToken>>,
 }
 
 /// Idle contexts with the thread count each was made for, how many exist in all (idle or in
@@ -240,7 +241,7 @@ impl Model {
             }
             None => None,
         };
-        let model = Model {
+        let mut model = Model {
             adapter,
             pool: Mutex::new(Pool {
                 idle: Vec::new(),
@@ -259,15 +260,9 @@ impl Model {
             prior,
             item_tokens: once_cell::sync::OnceCell::new(),
             pieces: PieceTokens::default(),
-            prompt_from_pieces: false,
+            sequence_start: None,
         };
-        let model = Model {
-            prompt_from_pieces: model.template.layout == Layout::Sequence
-                && PieceTokens::splits_at_ids(&model.id_sample(), |text, bos| {
-                    model.tokenize(text, bos)
-                }),
-            ..model
-        };
+        model.sequence_start = model.start_if_split();
         model.remember_catalog_tokens();
         // Fail at load time, not at the first query, if no context fits in memory.
         model.with_context(|_| Ok(()))?;
@@ -294,12 +289,17 @@ impl Model {
     /// sixth of its candidates new and spent a quarter of `recommend()`'s calling thread in
     /// the tokenizer. Catalogs too large for half the map are left to fill it as they go.
     fn remember_catalog_tokens(&self) {
-        let Some(items) = self.items.as_ref().filter(|_| self.prompt_from_pieces) else {
+        let Some(items) = self
+            .items
+            .as_ref()
+            .filter(|_| self.sequence_start.is_some())
+        else {
             return;
         };
+        let template = &self.template;
         let mut texts: Vec<String> = items
             .iter()
-            .flat_map(|&id| [format!(" {id}"), self.template.answer_prefix(id)])
+            .flat_map(|&id| [template.render_sequence(&[id]), template.answer_prefix(id)])
             .collect();
         texts.sort_unstable();
         texts.dedup();
@@ -308,9 +308,12 @@ impl Model {
         }
     }
 
-    /// Ids to check the tokenizer on: some of the catalog's (spread over it), and ids of
-    /// other lengths that requests may carry.
-    fn id_sample(&self) -> Vec<i64> {
+    /// [`PieceTokens::start_if_split`] for a sequence-layout model, on some of the catalog's
+    /// ids (spread over it) and ids of other lengths that requests may carry.
+    fn start_if_split(&self) -> Option<Vec<LlamaToken>> {
+        if self.template.layout != Layout::Sequence {
+            return None;
+        }
         let mut ids: Vec<i64> = match &self.items {
             Some(items) => items
                 .iter()
@@ -320,7 +323,11 @@ impl Model {
             None => (1..=64).collect(),
         };
         ids.extend([0, 7, 42, 999, 123_456, 98_765_432_101]);
-        ids
+        let pieces: Vec<String> = ids
+            .iter()
+            .map(|&id| self.template.render_sequence(&[id]))
+            .collect();
+        PieceTokens::start_if_split(&pieces, |text, bos| self.tokenize(text, bos))
     }
 
     fn new_context(&self, threads: u32) -> Result<LlamaContext<'static>> {

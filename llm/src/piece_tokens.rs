@@ -5,7 +5,7 @@
 //! (profiled on ML-1M requests: ~260 µs of ~800 µs on the calling thread), spent on the same
 //! few thousand ids over and over. A text always tokenizes to the same tokens, so the map is
 //! exact; the prompt is built from pieces only where the model's tokenizer is checked to
-//! split there ([`PieceTokens::splits_at_ids`]).
+//! split there ([`PieceTokens::start_if_split`]).
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -57,18 +57,21 @@ impl PieceTokens {
         self.texts.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Whether tokenizing ` a b c` as a prompt (`bos`) gives the start token and then the
-    /// tokens of ` a`, ` b` and ` c`, checked on `ids` (a sample of the ids requests carry).
-    /// A GPT-2 style pre-tokenizer cuts before every space-led number, so kvrec's catalog
-    /// models pass; a model whose tokenizer merges across the space keeps tokenizing whole
-    /// prompts.
-    pub fn splits_at_ids(ids: &[i64], tokenize: impl Fn(&str, bool) -> Vec<LlamaToken>) -> bool {
-        let mut pieces = tokenize("", true);
-        for id in ids {
-            pieces.extend(tokenize(&format!(" {id}"), false));
+    /// The start tokens of a prompt made of `pieces` (` a`, ` b`, … as the template renders a
+    /// sample of the ids requests carry), when tokenizing them as one prompt (`bos`) gives
+    /// those and then each piece's own tokens; `None` when it does not. A GPT-2 style
+    /// pre-tokenizer cuts before every space-led number, so kvrec's catalog models pass; a
+    /// model whose tokenizer merges across the space keeps tokenizing whole prompts.
+    pub fn start_if_split(
+        pieces: &[String],
+        tokenize: impl Fn(&str, bool) -> Vec<LlamaToken>,
+    ) -> Option<Vec<LlamaToken>> {
+        let start = tokenize("", true);
+        let mut joined = start.clone();
+        for piece in pieces {
+            joined.extend(tokenize(piece, false));
         }
-        let whole: String = ids.iter().map(|id| format!(" {id}")).collect();
-        !ids.is_empty() && tokenize(&whole, true) == pieces
+        (!pieces.is_empty() && tokenize(&pieces.concat(), true) == joined).then_some(start)
     }
 }
 
@@ -123,13 +126,17 @@ mod tests {
 
     #[test]
     fn splitting_is_checked_against_the_whole_text() {
-        assert!(PieceTokens::splits_at_ids(&[5, 61, 700], with_bos));
+        let pieces: Vec<String> = [" 5", " 61", " 700"].map(String::from).to_vec();
+        assert_eq!(
+            PieceTokens::start_if_split(&pieces, with_bos),
+            Some(vec![LlamaToken(1)])
+        );
         // A tokenizer that merges a space with what came before does not split at ids.
         let merging = |t: &str, bos: bool| with_bos(&t.replace("1 7", "#"), bos);
-        assert!(!PieceTokens::splits_at_ids(&[5, 61, 700], merging));
+        assert!(PieceTokens::start_if_split(&pieces, merging).is_none());
         // Nor does one whose start token depends on the text.
         let odd_start = |t: &str, bos: bool| with_bos(t, bos && !t.is_empty());
-        assert!(!PieceTokens::splits_at_ids(&[5, 61, 700], odd_start));
-        assert!(!PieceTokens::splits_at_ids(&[], with_bos));
+        assert!(PieceTokens::start_if_split(&pieces, odd_start).is_none());
+        assert!(PieceTokens::start_if_split(&[], with_bos).is_none());
     }
 }

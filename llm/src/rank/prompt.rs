@@ -19,12 +19,12 @@ pub(crate) fn fit_prompt(
     spec: &TemplateSpec,
     reserve: usize,
 ) -> Result<(Vec<LlamaToken>, usize)> {
-    let budget = (model.load.n_ctx as usize).saturating_sub(reserve);
-    let shown = request.history.len().min(spec.max_history);
-    if model.prompt_from_pieces && spec.layout == Layout::Sequence {
-        return fit_sequence(model, request, shown, budget, reserve);
+    match &model.sequence_start {
+        Some(start) if spec.layout == Layout::Sequence => {
+            fit_sequence(model, start, request, spec, reserve)
+        }
+        _ => fit_text(model, request, spec, reserve),
     }
-    fit_text(model, request, spec, reserve)
 }
 
 /// [`fit_prompt`] as plain llama.cpp does it: the prompt rendered as text and tokenized
@@ -68,19 +68,21 @@ fn fit_text(
 }
 
 /// [`fit_prompt`] for a sequence-layout prompt, put together from each id's remembered
-/// tokens: the start token, then as many of the most recent `shown` items as fit.
+/// tokens: the `start` tokens, then as many of the most recent shown items as fit.
 fn fit_sequence(
     model: &Model,
+    start: &[LlamaToken],
     request: &Request,
-    shown: usize,
-    budget: usize,
+    spec: &TemplateSpec,
     reserve: usize,
 ) -> Result<(Vec<LlamaToken>, usize)> {
+    let budget = (model.load.n_ctx as usize).saturating_sub(reserve);
+    let shown = request.history.len().min(spec.max_history);
     let items = &request.history[request.history.len() - shown..];
     let texts: Vec<String> = items
         .iter()
         .filter_map(|item| item.id)
-        .map(|id| format!(" {id}"))
+        .map(|id| spec.render_sequence(&[id]))
         .collect();
     let mut pieces = model.tokenize_pieces(&texts).into_iter();
     // Items without an id render nothing, as in `render_sequence`.
@@ -91,7 +93,6 @@ fn fit_sequence(
             None => Vec::new(),
         })
         .collect();
-    let start = model.tokenize("", true);
     if start.len() > budget {
         return Err(KvrecError::PromptTooLong {
             tokens: start.len() + reserve,
@@ -107,7 +108,7 @@ fn fit_sequence(
         keep += 1;
     }
     let mut prompt = Vec::with_capacity(length);
-    prompt.extend(start);
+    prompt.extend_from_slice(start);
     for tokens in &per_item[shown - keep..] {
         prompt.extend_from_slice(tokens);
     }
@@ -230,7 +231,7 @@ mod tests {
         for (name, item_tokens) in [("pieces-items", true), ("pieces-digits", false)] {
             let model = catalog_model(name, item_tokens);
             assert!(
-                model.prompt_from_pieces,
+                model.sequence_start.is_some(),
                 "{name}: the tiny BPE splits at ids"
             );
             let spec = model.template.clone();
