@@ -27,6 +27,12 @@ pub(crate) fn fit_prompt(
     }
 }
 
+/// The prompt's token budget (the context less `reserve`) and the history items it may show.
+fn room(model: &Model, request: &Request, spec: &TemplateSpec, reserve: usize) -> (usize, usize) {
+    let budget = (model.load.n_ctx as usize).saturating_sub(reserve);
+    (budget, request.history.len().min(spec.max_history))
+}
+
 /// [`fit_prompt`] as plain llama.cpp does it: the prompt rendered as text and tokenized
 /// whole, as many times as the search for the most history that fits takes.
 fn fit_text(
@@ -35,8 +41,7 @@ fn fit_text(
     spec: &TemplateSpec,
     reserve: usize,
 ) -> Result<(Vec<LlamaToken>, usize)> {
-    let budget = (model.load.n_ctx as usize).saturating_sub(reserve);
-    let shown = request.history.len().min(spec.max_history);
+    let (budget, shown) = room(model, request, spec, reserve);
     let tokens_with = |keep: usize| {
         let spec = TemplateSpec {
             max_history: keep,
@@ -76,8 +81,7 @@ fn fit_sequence(
     spec: &TemplateSpec,
     reserve: usize,
 ) -> Result<(Vec<LlamaToken>, usize)> {
-    let budget = (model.load.n_ctx as usize).saturating_sub(reserve);
-    let shown = request.history.len().min(spec.max_history);
+    let (budget, shown) = room(model, request, spec, reserve);
     let items = &request.history[request.history.len() - shown..];
     let texts: Vec<String> = items
         .iter()
